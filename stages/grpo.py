@@ -1,0 +1,63 @@
+"""GRPO: continue the SFT LoRA adapter with TRL's GRPOTrainer and the registered reward functions.
+
+Run: python -m stages.grpo   (reads params.yaml: base, grpo)
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+
+from reasoning_rl import paths
+from reasoning_rl.data import read_records
+from reasoning_rl.tracking import log_artifacts, log_metrics, stage_run
+from reasoning_rl.training import summarize_history, train_grpo, write_json
+from stages.common import load_params, params_path, setup_logging, timed
+
+log = logging.getLogger("stages.grpo")
+
+SUMMARY_KEYS = [
+    "reward",
+    "reward_std",
+    "rewards/format/mean",
+    "rewards/correctness/mean",
+    "completions/mean_length",
+    "kl",
+    "loss",
+]
+
+
+def main() -> None:
+    setup_logging()
+    params = load_params()
+    base, cfg = params.base, params.grpo
+    metrics: dict = {}
+    with stage_run("grpo", {"base": base, "grpo": cfg}, params_path()):
+        ####  data: train prompts with their gold answers (the correctness reward reads `answer`)
+        rows = read_records(paths.TRAIN)
+        random.Random(base.seed + 1).shuffle(rows)  # a different order from SFT's subset
+        rows = rows[: cfg.num_prompts] if cfg.num_prompts else rows
+
+        ####  train from the SFT adapter
+        out = paths.adapter_dir("grpo")
+        with timed(metrics):
+            trainer, history = train_grpo(
+                cfg, base.model, base.dtype, base.seed, rows, paths.adapter_dir("sft"), paths.checkpoints_dir("grpo")
+            )
+
+        ####  save the adapter (safetensors) and metrics
+        shutil.rmtree(out, ignore_errors=True)
+        trainer.model.save_pretrained(out, safe_serialization=True)
+        metrics |= {"steps": trainer.state.global_step, "seconds_per_step": metrics["wall_seconds"] / max(1, trainer.state.global_step)}
+        metrics |= summarize_history(history.history, SUMMARY_KEYS)
+        write_json(paths.train_metrics("grpo"), metrics)
+        write_json(paths.train_history("grpo"), history.history)
+        log_metrics(metrics)
+        log_artifacts(out, "adapter")
+    shutil.rmtree(paths.checkpoints_dir("grpo"), ignore_errors=True)
+    log.info("GRPO done: %s", metrics)
+
+
+if __name__ == "__main__":
+    main()

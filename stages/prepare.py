@@ -1,0 +1,60 @@
+"""Prepare GSM8K: prompts with the format-stating system prompt, SFT targets, a seeded train/val split.
+
+Run: python -m stages.prepare   (reads params.yaml: base, prepare)
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from reasoning_rl import paths
+from reasoning_rl.data import load_gsm8k, split_train_val, to_record, write_jsonl
+from reasoning_rl.modeling import load_tokenizer
+from reasoning_rl.tracking import flatten, log_artifacts, log_metrics, stage_run
+from reasoning_rl.training import write_json
+from stages.common import load_params, params_path, setup_logging, timed
+
+log = logging.getLogger("stages.prepare")
+
+
+def token_percentiles(tokenizer, texts: list[str]) -> dict[str, float]:
+    lengths = np.array([len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]])
+    return {f"p{q}": float(np.percentile(lengths, q)) for q in (50, 90, 99)} | {"max": float(lengths.max())}
+
+
+def main() -> None:
+    setup_logging()
+    params = load_params()
+    base, cfg = params.base, params.prepare
+    stats: dict = {}
+    with stage_run("prepare", {"base": base, "prepare": cfg}, params_path()):
+        with timed(stats):
+            ####  load and parse (stops at the first malformed row, naming file:line)
+            train_all = load_gsm8k(cfg.data_dir, "train")
+            test = load_gsm8k(cfg.data_dir, "test")
+            train, val = split_train_val(train_all, cfg.val_size, base.seed)
+
+            ####  write prompt-completion records
+            for path, rows in ((paths.TRAIN, train), (paths.VAL, val), (paths.TEST, test)):
+                write_jsonl(path, [to_record(e) for e in rows])
+
+            ####  stats: rows and token lengths (they size max_length / max_completion_length)
+            tokenizer = load_tokenizer(base.model)
+            prompts = [
+                tokenizer.apply_chat_template(e.prompt(), tokenize=False, add_generation_prompt=True) for e in train
+            ]
+            stats |= {
+                "rows": {"train": len(train), "val": len(val), "test": len(test)},
+                "prompt_tokens": token_percentiles(tokenizer, prompts),
+                "target_tokens": token_percentiles(tokenizer, [e.target() for e in train]),
+            }
+        write_json(paths.DATA_STATS, stats)
+        log_metrics(flatten("", stats))
+        log_artifacts(paths.DATA_STATS)
+    log.info("prepared %s", stats["rows"])
+
+
+if __name__ == "__main__":
+    main()

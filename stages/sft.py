@@ -1,0 +1,51 @@
+"""SFT warm-up: teach the <think>/<answer> format with LoRA (GRPO gets no reward signal before this).
+
+Run: python -m stages.sft   (reads params.yaml: base, sft)
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+
+from reasoning_rl import paths
+from reasoning_rl.data import read_records
+from reasoning_rl.tracking import log_artifacts, log_metrics, stage_run
+from reasoning_rl.training import summarize_history, train_sft, write_json
+from stages.common import load_params, params_path, setup_logging, timed
+
+log = logging.getLogger("stages.sft")
+
+
+def main() -> None:
+    setup_logging()
+    params = load_params()
+    base, cfg = params.base, params.sft
+    metrics: dict = {}
+    with stage_run("sft", {"base": base, "sft": cfg}, params_path()):
+        ####  data: a seeded subset of the train split (SFT only has to teach the format)
+        rows = read_records(paths.TRAIN)
+        random.Random(base.seed).shuffle(rows)
+        rows = rows[: cfg.num_examples]
+
+        ####  train
+        out = paths.adapter_dir("sft")
+        with timed(metrics):
+            trainer, history = train_sft(cfg, base.model, base.dtype, base.seed, rows, paths.checkpoints_dir("sft"))
+
+        ####  save the adapter (safetensors) and metrics
+        shutil.rmtree(out, ignore_errors=True)
+        trainer.model.save_pretrained(out, safe_serialization=True)
+        metrics |= {"examples": len(rows), "steps": trainer.state.global_step}
+        metrics |= summarize_history(history.history, ["loss", "mean_token_accuracy"])
+        write_json(paths.train_metrics("sft"), metrics)
+        write_json(paths.train_history("sft"), history.history)
+        log_metrics(metrics)
+        log_artifacts(out, "adapter")
+    shutil.rmtree(paths.checkpoints_dir("sft"), ignore_errors=True)
+    log.info("SFT done: %s", metrics)
+
+
+if __name__ == "__main__":
+    main()
