@@ -90,8 +90,8 @@ def _has_visible_text(text: str) -> bool:
 def extract_answer_lenient(text: str) -> str | None:
     """The content of the last `<answer>…</answer>` pair, even if the rest is malformed.
 
-    Used only for diagnostics (how often a model answers without the full format); rewards use
-    `parse_completion`.
+    Used for diagnostics (how often a model answers without the full format) and by the opt-in
+    `correctness_soft` reward's partial credit; `format` and `correctness` use `parse_completion`.
     """
     if not isinstance(text, str):
         return None
