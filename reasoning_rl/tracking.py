@@ -5,8 +5,9 @@ Default store: local sqlite `mlflow.db` (MLflow 3.x refuses the plain file store
 of one parent run, so `mlflow ui` shows them side by side:
 
 - `REASONING_RL_PARENT_RUN_ID` set (an orchestrator opened the parent): stages nest under it;
-- else `REASONING_RL_PIPELINE_ID` names the execution, or it is derived from the git commit and the
-  params file, so the stages of one `dvc repro` find (or create) the same parent run.
+- else `REASONING_RL_PIPELINE_ID` names the execution, or it is derived from the launching `dvc repro`
+  process (or, outside DVC, the git commit and the params file), so the stages of one execution find (or
+  create) the same parent run.
 
 (`MLFLOW_RUN_ID` is not used for this: MLflow reads it as "resume this run".)
 """
@@ -51,14 +52,32 @@ def git_state() -> dict[str, str]:
         return {"git_commit": "unknown", "git_dirty": "unknown"}
 
 
+def _dvc_parent() -> str | None:
+    """`<pid>-<start time>` of the `dvc repro` process that launched this stage, if one did (Linux /proc)."""
+    ppid = os.getppid()
+    try:
+        cmdline = Path(f"/proc/{ppid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        start = Path(f"/proc/{ppid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{ppid}-{start}" if "dvc" in cmdline else None
+
+
 def pipeline_id(params_file: Path) -> str:
-    """Id shared by the stages of one pipeline execution (see module docstring)."""
+    """Id shared by the stages of one pipeline execution (see module docstring).
+
+    Order: `REASONING_RL_PIPELINE_ID`; else the launching `dvc repro` process (so editing params.yaml or
+    committing while it runs does not split one execution); else git commit + params file contents.
+    """
     if env := os.environ.get(PIPELINE_ENV):
         return env
     digest = hashlib.sha256()
-    digest.update(git_state()["git_commit"].encode())
-    if params_file.is_file():
-        digest.update(params_file.read_bytes())
+    if dvc := _dvc_parent():
+        digest.update(dvc.encode())
+    else:
+        digest.update(git_state()["git_commit"].encode())
+        if params_file.is_file():
+            digest.update(params_file.read_bytes())
     return digest.hexdigest()[:12]
 
 

@@ -1,0 +1,55 @@
+"""Print the last pipeline run's per-stage wall time and the base / SFT / GRPO table from metrics/ (markdown).
+
+Run: python scripts/pipeline_summary.py   (after `dvc repro`; reads the files `dvc metrics show` reads)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reasoning_rl import paths
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def main() -> None:
+    stages = {
+        "prepare": load(paths.DATA_STATS),
+        "sft": load(paths.train_metrics("sft")),
+        "grpo": load(paths.train_metrics("grpo")),
+    }
+    evals = {m: load(paths.eval_metrics(m)) for m in ("base", "sft", "grpo")}
+    print("| stage | wall time | notes |\n|---|---|---|")
+    for name, m in stages.items():
+        note = f"{m.get('steps', '')} steps" if "steps" in m else ""
+        print(f"| {name} | {m.get('wall_seconds', float('nan')) / 60:.1f} min | {note} |")
+    eval_seconds = sum(m.get("decode_seconds", 0.0) for m in evals.values())
+    print(f"| evaluate (decode only) | {eval_seconds / 60:.1f} min | {len([m for m in evals.values() if m])} models |")
+    print()
+    print(
+        "| model | accuracy | 95 % Wilson CI | format rate | answer in tags (any format) | mean tokens "
+        "| truncated | questions |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, m in evals.items():
+        if not m:
+            continue
+        print(
+            f"| {name} | {m['accuracy']:.1%} | [{m['accuracy_ci_low']:.1%}, {m['accuracy_ci_high']:.1%}] "
+            f"| {m['format_rate']:.1%} | {m['answer_extraction_rate']:.1%} | {m['mean_completion_tokens']:.0f} "
+            f"| {m['truncated_rate']:.1%} | {m['questions']} |"
+        )
+    grpo = stages["grpo"]
+    if grpo:
+        print()
+        print("| GRPO training (mean of first / last 5 steps) | first | last |\n|---|---|---|")
+        for key in ("reward", "rewards_format_mean", "rewards_correctness_mean", "completions_mean_length"):
+            if f"{key}_first" in grpo:
+                print(f"| {key} | {grpo[f'{key}_first']:.3f} | {grpo[f'{key}_last']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
