@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from tiny_models import EOS, PAD, tiny_llama
 
 from reasoning_rl.mini_grpo import (
     LoraSettings,
@@ -26,27 +27,6 @@ from reasoning_rl.mini_grpo import (
     score_completions,
     shorten,
 )
-
-PAD, EOS = 0, 1
-
-
-def tiny_llama(seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-        bos_token_id=None,
-    )
-    return LlamaForCausalLM(config).eval()
 
 
 def tiny_chat_tokenizer():

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from tiny_models import EOS, PAD, tiny_llama
 
 from reasoning_rl.mini_grpo import MiniGRPOConfig, group_advantages, grpo_loss, per_token_logps
 
@@ -35,7 +36,6 @@ needs_trl_loss_on_cpu = pytest.mark.skipif(
 )
 
 ATOL = 1e-5  # fp32 throughout; the differences reached are ~1e-7 (see __main__ below and the docs)
-PAD, EOS = 0, 1
 G = 4
 MAX_COMPLETION_LENGTH = 8  # larger than the batch's widest completion (6), so dr_grpo's constant matters
 # Two prompts x G completions: different prompt lengths (left padding) and completion lengths (right padding);
@@ -66,23 +66,7 @@ def tiny_tokenizer():
 
 def save_tiny_llama(path) -> str:
     """A 2-layer random LlamaForCausalLM saved to `path` (TRL loads its reference model from the path)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-        bos_token_id=None,
-        tie_word_embeddings=False,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
+    tiny_llama(0, max_position_embeddings=64).save_pretrained(path)
     tiny_tokenizer().save_pretrained(path)
     return str(path)
 

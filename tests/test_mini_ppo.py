@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+import tiny_models
 import torch
+from tiny_models import EOS, PAD
 
 from reasoning_rl.mini_grpo import LoraSettings, count_parameters, prepare_policy
 from reasoning_rl.mini_ppo import (
@@ -18,27 +20,9 @@ from reasoning_rl.mini_ppo import (
     whiten,
 )
 
-PAD, EOS = 0, 1
-
 
 def tiny_llama(seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-        bos_token_id=None,
-        tie_word_embeddings=True,  # as SmolLM2: the LM head shares the embedding matrix
-    )
-    return LlamaForCausalLM(config).eval()
+    return tiny_models.tiny_llama(seed, tie_word_embeddings=True)  # as SmolLM2: the LM head shares the embedding
 
 
 def tiny_chat_tokenizer():

@@ -1,0 +1,28 @@
+"""A tiny random LlamaForCausalLM shared by the mini-GRPO, mini-PPO and TRL cross-check tests (fast on CPU)."""
+
+from __future__ import annotations
+
+import torch
+
+PAD, EOS = 0, 1
+
+
+def tiny_llama(seed: int = 0, *, tie_word_embeddings: bool = False, max_position_embeddings: int = 128):
+    """2 layers, hidden 32, vocab 64; pad id 0, eos id 1; deterministic for a seed."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        bos_token_id=None,
+        tie_word_embeddings=tie_word_embeddings,
+    )
+    return LlamaForCausalLM(config).eval()
