@@ -619,6 +619,27 @@ class StepStats:
     seconds: float
 
 
+def sample_and_score(trainer, prompts, answers) -> tuple[Rollout, Tensor, Tensor]:
+    """Sample G completions per prompt and score them: the rollout half shared by GRPO and PPO.
+
+    `trainer` needs `.policy`, `.tokenizer`, `.reward_funcs` and `.cfg` (num_generations,
+    max_completion_length, temperature, reward_weights). Returns the rollout, the weighted rewards [N] and
+    per-function rewards [N, num_funcs].
+    """
+    cfg = trainer.cfg
+    rollout = generate_rollouts(
+        trainer.policy,
+        trainer.tokenizer,
+        prompts,
+        cfg.num_generations,
+        cfg.max_completion_length,
+        cfg.temperature,
+    )
+    group_answers = [a for a in answers for _ in range(cfg.num_generations)]  # each answer G times
+    rewards, per_func = score_completions(rollout.completions, group_answers, trainer.reward_funcs, cfg.reward_weights)
+    return rollout, rewards, per_func
+
+
 class MiniGRPOTrainer:
     """The loop: sample G completions per prompt, score, compute group advantages, take μ clipped steps."""
 
@@ -682,16 +703,7 @@ class MiniGRPOTrainer:
         """One GRPO iteration on a batch of chat prompts with their gold answers."""
         cfg = self.cfg
         start = time.perf_counter()
-        rollout = generate_rollouts(
-            self.policy,
-            self.tokenizer,
-            prompts,
-            cfg.num_generations,
-            cfg.max_completion_length,
-            cfg.temperature,
-        )
-        group_answers = [a for a in answers for _ in range(cfg.num_generations)]
-        rewards, per_func = score_completions(rollout.completions, group_answers, self.reward_funcs, cfg.reward_weights)
+        rollout, rewards, per_func = sample_and_score(self, prompts, answers)
         advantages = group_advantages(rewards, cfg.num_generations, cfg.scale_rewards, cfg.advantage_eps)  # [N]
         loss, stats, grad_norm = self.optimise(rollout, advantages)
         grouped = rewards.view(-1, cfg.num_generations)  # [num_prompts, G]

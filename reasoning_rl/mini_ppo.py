@@ -33,11 +33,10 @@ from reasoning_rl.mini_grpo import (
     RewardFunc,
     Rollout,
     clipped_surrogate,
-    generate_rollouts,
     masked_mean,
     per_token_logps,
     reference_logps,
-    score_completions,
+    sample_and_score,
 )
 
 
@@ -287,18 +286,8 @@ class MiniPPOTrainer:
         return out
 
     def step(self, prompts: Sequence[Sequence[dict[str, str]]], answers: Sequence[str]) -> PPOStepStats:
-        cfg = self.cfg
         start = time.perf_counter()
-        rollout = generate_rollouts(
-            self.policy,
-            self.tokenizer,
-            prompts,
-            cfg.num_generations,
-            cfg.max_completion_length,
-            cfg.temperature,
-        )
-        group_answers = [a for a in answers for _ in range(cfg.num_generations)]
-        scores, _ = score_completions(rollout.completions, group_answers, self.reward_funcs, cfg.reward_weights)
+        rollout, scores, _ = sample_and_score(self, prompts, answers)
         out = self.optimise(rollout, scores)
         self.step_count += 1
         return PPOStepStats(

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from tiny_models import EOS, PAD, tiny_llama
+from tiny_models import EOS, PAD, tiny_llama, tiny_tokenizer
 
 from reasoning_rl.mini_grpo import (
     LoraSettings,
@@ -27,19 +27,6 @@ from reasoning_rl.mini_grpo import (
     score_completions,
     shorten,
 )
-
-
-def tiny_chat_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": PAD, "<eos>": EOS, "<unk>": 2, **{f"t{i}": i + 3 for i in range(61)}}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
-    tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
-    return tok
-
 
 # ---- advantages --------------------------------------------------------------------------------------------
 
@@ -272,7 +259,7 @@ def test_score_completions_sums_weighted_rewards():
 
 def test_mini_grpo_trainer_step_updates_the_policy():
     model = tiny_llama()
-    tok = tiny_chat_tokenizer()
+    tok = tiny_tokenizer()
     cfg = MiniGRPOConfig(num_generations=4, max_completion_length=6, lora=None, beta=0.04, learning_rate=1e-2)
     policy, reference = prepare_policy(model, cfg.lora, cfg.beta)
 
@@ -331,7 +318,7 @@ def save_tiny_model_with_adapter(tmp_path):
 
     base_dir, adapter_dir = tmp_path / "base", tmp_path / "adapter"
     tiny_llama().save_pretrained(base_dir)
-    tiny_chat_tokenizer().save_pretrained(base_dir)
+    tiny_tokenizer().save_pretrained(base_dir)
     peft_model = get_peft_model(tiny_llama(), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     with torch.no_grad():
         for name, p in peft_model.named_parameters():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from tiny_models import EOS, PAD, tiny_llama
+from tiny_models import EOS, PAD, tiny_llama, tiny_tokenizer
 
 from reasoning_rl.mini_grpo import MiniGRPOConfig, group_advantages, grpo_loss, per_token_logps
 
@@ -54,20 +54,10 @@ COMPLETIONS = [
 REWARDS = [1.0, 0.0, 2.0, 0.0, 1.0, 1.0, 0.0, 2.0]
 
 
-def tiny_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": PAD, "<eos>": EOS, "<unk>": 2, **{f"t{i}": i + 3 for i in range(61)}}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
-
-
 def save_tiny_llama(path) -> str:
     """A 2-layer random LlamaForCausalLM saved to `path` (TRL loads its reference model from the path)."""
     tiny_llama(0, max_position_embeddings=64).save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
+    tiny_tokenizer(chat_template=False).save_pretrained(path)
     return str(path)
 
 
@@ -133,7 +123,7 @@ def make_trainer(model_dir: str, case: Case, out_dir: str, rollout_func=None, re
         reward_funcs=reward_func or (lambda completions, **kw: [0.0] * len(completions)),
         args=args,
         train_dataset=Dataset.from_dict({"prompt": ["t1 t2"] * len(COMPLETIONS)}),
-        processing_class=tiny_tokenizer(),
+        processing_class=tiny_tokenizer(chat_template=False),
         rollout_func=rollout_func,
     )
     # The state TRL's training loop would be in: train mode, no gradient accumulation.

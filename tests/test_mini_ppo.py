@@ -7,7 +7,7 @@ import math
 import pytest
 import tiny_models
 import torch
-from tiny_models import EOS, PAD
+from tiny_models import PAD, tiny_tokenizer
 
 from reasoning_rl.mini_grpo import LoraSettings, count_parameters, prepare_policy
 from reasoning_rl.mini_ppo import (
@@ -23,18 +23,6 @@ from reasoning_rl.mini_ppo import (
 
 def tiny_llama(seed: int = 0):
     return tiny_models.tiny_llama(seed, tie_word_embeddings=True)  # as SmolLM2: the LM head shares the embedding
-
-
-def tiny_chat_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": PAD, "<eos>": EOS, "<unk>": 2, **{f"t{i}": i + 3 for i in range(61)}}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
-    tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
-    return tok
 
 
 def storage(module: torch.nn.Module) -> set[int]:
@@ -168,7 +156,7 @@ def test_mini_ppo_trainer_step_updates_policy_and_critic():
     def length_reward(completions, **kwargs):
         return [0.1 * len(c.split()) for c in completions]
 
-    trainer = MiniPPOTrainer(policy, critic, tiny_chat_tokenizer(), cfg, reference, reward_funcs=[length_reward])
+    trainer = MiniPPOTrainer(policy, critic, tiny_tokenizer(), cfg, reference, reward_funcs=[length_reward])
     policy_before = [p.detach().clone() for p in policy.parameters()]
     head_before = critic.value_head.weight.detach().clone()
     torch.manual_seed(0)

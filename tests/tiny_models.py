@@ -26,3 +26,17 @@ def tiny_llama(seed: int = 0, *, tie_word_embeddings: bool = False, max_position
         tie_word_embeddings=tie_word_embeddings,
     )
     return LlamaForCausalLM(config).eval()
+
+
+def tiny_tokenizer(*, chat_template: bool = True):
+    """A word-level tokenizer over the tiny model's 64 ids ("t0".."t60"); optionally a plain chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": PAD, "<eos>": EOS, "<unk>": 2, **{f"t{i}": i + 3 for i in range(61)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    if chat_template:
+        tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    return tok
