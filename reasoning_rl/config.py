@@ -241,6 +241,9 @@ class GrpoConfig:
             raise ValueError(f"grpo.num_prompts ({self.num_prompts}) must be >= 1 or null")
 
 
+EVAL_MODELS = ("base", "sft", "grpo", "champion")
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     """Greedy, batched evaluation of base / SFT / GRPO on the same GSM8K test questions.
@@ -249,7 +252,8 @@ class EvaluateConfig:
         num_questions (int | None, None): first N test questions; null = all 1319.
         batch_size (int, 64): prompts per generate call (sorted by length to waste little padding).
         max_new_tokens (int, 256): generation cap; a truncated completion is scored as it stands.
-        models (list[str], ["base", "sft", "grpo"]): which models to evaluate.
+        models (list[str], ["base", "sft", "grpo"]): which models to evaluate; `champion` adds the adapter
+            registered in MLflow as reasoning-rl-grpo@champion (see reasoning_rl/registry.py).
     """
 
     num_questions: int | None = None
@@ -261,9 +265,11 @@ class EvaluateConfig:
         if self.num_questions is not None and self.num_questions < 1:
             raise ValueError(f"evaluate.num_questions ({self.num_questions}) must be >= 1 or null")
         _positive("evaluate", batch_size=self.batch_size, max_new_tokens=self.max_new_tokens)
-        bad = [m for m in self.models if m not in ("base", "sft", "grpo")]
-        if bad or not self.models:
-            raise ValueError(f"evaluate.models ({list(self.models)}) must be a non-empty subset of base, sft, grpo")
+        bad = [m for m in self.models if m not in EVAL_MODELS]
+        if bad or not self.models or len(set(self.models)) != len(self.models):
+            raise ValueError(
+                f"evaluate.models ({list(self.models)}) must be distinct names from {', '.join(EVAL_MODELS)}"
+            )
 
 
 SECTIONS: dict[str, type] = {

@@ -1,8 +1,9 @@
 """MLflow tracking: one experiment, one run per stage, the stages of one pipeline execution linked.
 
 Default store: local sqlite `mlflow.db` (MLflow 3.x refuses the plain file store unless opted in);
-`MLFLOW_TRACKING_URI` overrides. Runs of one pipeline execution share the tag `pipeline_id` and are children
-of one parent run, so `mlflow ui` shows them side by side:
+`MLFLOW_TRACKING_URI` overrides, and `MLFLOW_EXPERIMENT_NAME` overrides the experiment ("reasoning-rl").
+Runs of one pipeline execution share the tag `pipeline_id` and are children of one parent run, so
+`mlflow ui` shows them side by side:
 
 - `REASONING_RL_PARENT_RUN_ID` set (an orchestrator opened the parent): stages nest under it;
 - else `REASONING_RL_PIPELINE_ID` names the execution, or it is derived from the launching `dvc repro`
@@ -35,6 +36,41 @@ PIPELINE_ENV = "REASONING_RL_PIPELINE_ID"
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+def experiment_name() -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
+
+
+def start_pipeline_run(pid: str, tags: dict[str, str] | None = None, params: dict[str, Any] | None = None) -> str:
+    """Create the parent run of one pipeline execution (an orchestrator's job) and return its id.
+
+    The run stays RUNNING until `end_pipeline_run`; stages find it through `REASONING_RL_PARENT_RUN_ID`.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri())
+    experiment = client.get_experiment_by_name(experiment_name())
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name())
+    run = client.create_run(
+        experiment_id,
+        run_name=f"pipeline-{pid}",
+        tags={"pipeline_id": pid, "role": "pipeline", **git_state(), **(tags or {})},
+    )
+    for key, value in flatten("", params or {}).items():
+        client.log_param(run.info.run_id, key, value)
+    return run.info.run_id
+
+
+def end_pipeline_run(run_id: str, status: str = "FINISHED", metrics: dict[str, Any] | None = None) -> None:
+    """Log summary metrics on the parent run and close it with `status` (FINISHED, FAILED or KILLED)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri())
+    for key, value in (metrics or {}).items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            client.log_metric(run_id, key.replace("@", "_at_"), float(value))
+    client.set_terminated(run_id, status=status)
 
 
 def git_state() -> dict[str, str]:
@@ -117,7 +153,7 @@ def stage_run(stage: str, params: dict[str, Any], params_file: Path = Path("para
     from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(tracking_uri())
-    experiment = mlflow.set_experiment(EXPERIMENT)
+    experiment = mlflow.set_experiment(experiment_name())
     pid = pipeline_id(params_file)
     parent = _parent_run_id(MlflowClient(), experiment.experiment_id, pid)
     tags = {"stage": stage, "pipeline_id": pid, "role": "stage", **git_state()}
@@ -138,6 +174,31 @@ def log_metrics(metrics: dict[str, Any], step: int | None = None) -> None:
     }
     if numeric:
         mlflow.log_metrics(numeric, step=step)
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    import mlflow
+
+    mlflow.set_tags(tags)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def log_adapter(adapter_dir: Path) -> None:
+    """Log a LoRA adapter folder as the run's `adapter` artifact, tagged with its weights' sha256.
+
+    The tag lets a later run (evaluate, the registry) name exactly which training run made the weights it read.
+    """
+    import mlflow
+
+    mlflow.set_tag("adapter_sha256", file_sha256(adapter_dir / "adapter_model.safetensors"))
+    log_artifacts(adapter_dir, "adapter")
 
 
 def log_artifacts(path: Path, artifact_path: str | None = None) -> None:

@@ -361,13 +361,13 @@ def merge_json(path: Path, key: str, value: dict) -> None:
 def log_to_mlflow(runs: dict, summary: dict, mode: str, files: list[Path]) -> str:
     import mlflow
 
-    from reasoning_rl.tracking import DEFAULT_TRACKING_URI, EXPERIMENT, flatten, git_state
+    from reasoning_rl.tracking import DEFAULT_TRACKING_URI, experiment_name, flatten, git_state
 
     uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
     if uri == DEFAULT_TRACKING_URI:  # the relative default means the project root's mlflow.db
         uri = f"sqlite:///{ROOT / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(EXPERIMENT)
+    mlflow.set_experiment(experiment_name())
     tags = {"role": "analysis", "activations": mode, **git_state()}
     with mlflow.start_run(run_name="grpo-vs-ppo-memory", tags=tags) as run:
         first = runs["full"]["grpo"]

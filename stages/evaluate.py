@@ -6,14 +6,18 @@ Writes metrics/eval_<model>.json (dvc metrics), reports/eval_samples_<model>.jso
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import tempfile
+from pathlib import Path
 
 from reasoning_rl import paths
 from reasoning_rl.data import read_records
 from reasoning_rl.evaluation import generate_greedy, score, summarize
 from reasoning_rl.modeling import load_model
-from reasoning_rl.tracking import log_artifacts, log_metrics, stage_run
+from reasoning_rl.registry import DEFAULT_ALIAS, download_adapter
+from reasoning_rl.tracking import file_sha256, log_artifacts, log_metrics, set_tags, stage_run
 from reasoning_rl.training import write_json
 from stages.common import load_params, params_path, setup_logging
 
@@ -34,6 +38,15 @@ def markdown_table(results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def adapter_for(name: str, scratch: Path) -> Path | None:
+    """Where model `name`'s adapter lives: none for base, the stage's folder, or the registry's champion."""
+    if name == "base":
+        return None
+    if name == "champion":
+        return download_adapter(scratch / name, alias=DEFAULT_ALIAS)
+    return paths.adapter_dir(name)
+
+
 def main() -> None:
     setup_logging()
     params = load_params()
@@ -42,10 +55,20 @@ def main() -> None:
     prompts = [r["prompt"] for r in rows]
     golds = [r["answer"] for r in rows]
     results: dict[str, dict] = {}
-    with stage_run("evaluate", {"base": base, "evaluate": cfg}, params_path()):
-        for name in cfg.models:
-            ####  load: the base weights, plus the stage's adapter for sft/grpo
-            adapter = None if name == "base" else paths.adapter_dir(name)
+    question_set = hashlib.sha256(json.dumps([r["id"] for r in rows]).encode()).hexdigest()[:16]
+    scratch = tempfile.TemporaryDirectory()
+    with stage_run("evaluate", {"base": base, "evaluate": cfg}, params_path()), scratch:
+        ####  find every adapter first (a missing champion fails here, before any model loads)
+        adapters = {name: adapter_for(name, Path(scratch.name)) for name in cfg.models}
+        # Which weights were evaluated, traceable to the run that trained them; accuracies are comparable
+        # only on the same questions, so the registry ranks runs within one question set.
+        run_tags = {"eval_question_set": question_set}
+        for name, adapter in adapters.items():
+            if adapter is not None:
+                run_tags[f"adapter_sha256.{name}"] = file_sha256(adapter / "adapter_model.safetensors")
+        log_metrics({"questions": len(rows)})
+        for name, adapter in adapters.items():
+            ####  load: the base weights, plus the adapter merged in
             lm = load_model(base.model, base.dtype, adapter=adapter, attn_implementation="eager")
             model = lm.model.merge_and_unload() if adapter is not None else lm.model  # unmerged LoRA decodes ~2x slower
 
@@ -68,6 +91,7 @@ def main() -> None:
             log_artifacts(samples, "samples")
             log.info("%s: %s", name, metrics)
             del lm, model
+        set_tags(run_tags)
         paths.EVAL_TABLE.write_text(markdown_table(results))
         log_artifacts(paths.EVAL_TABLE)
     print(paths.EVAL_TABLE.read_text())

@@ -11,7 +11,7 @@ import shutil
 
 from reasoning_rl import paths
 from reasoning_rl.data import read_records
-from reasoning_rl.tracking import log_artifacts, log_metrics, stage_run
+from reasoning_rl.tracking import log_adapter, log_metrics, stage_run
 from reasoning_rl.training import summarize_history, train_sft, write_json
 from stages.common import load_params, params_path, setup_logging, timed
 
@@ -42,7 +42,7 @@ def main() -> None:
         write_json(paths.train_metrics("sft"), metrics)
         write_json(paths.train_history("sft"), history.history)
         log_metrics(metrics)
-        log_artifacts(out, "adapter")
+        log_adapter(out)
     shutil.rmtree(paths.checkpoints_dir("sft"), ignore_errors=True)
     log.info("SFT done: %s", metrics)
 
