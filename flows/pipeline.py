@@ -27,13 +27,16 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
 from reasoning_rl import paths
+from reasoning_rl.config import SECTIONS
 from reasoning_rl.tracking import (
     DEFAULT_TRACKING_URI,
     EXPERIMENT,
@@ -57,8 +60,9 @@ class StageFailed(RuntimeError):
 def applied_params(root: Path, profile: str | None, overrides: list[str]) -> Iterator[dict[str, Any]]:
     """params.yaml = profile (if any) + overrides for the duration of the block; the original bytes after.
 
-    Overrides use DVC's `--set-param` grammar (`grpo.beta=0.04`, `+grpo.new_key=1` to add), parsed by DVC
-    itself. The result is validated like a stage would, so a bad key fails here, before any stage runs.
+    Overrides use DVC's `--set-param` grammar (`grpo.beta=0.04`, lists as `evaluate.models=[grpo]`), applied by
+    DVC itself. Keys are checked against the typed configs and the result is validated like a stage would, so a
+    bad key or value fails here, named, before any stage runs.
     """
     params_file = root / "params.yaml"
     original = params_file.read_bytes()
@@ -68,16 +72,33 @@ def applied_params(root: Path, profile: str | None, overrides: list[str]) -> Ite
         if overrides:
             from dvc.utils.hydra import apply_overrides
 
-            apply_overrides(params_file, list(overrides))
+            current = yaml.safe_load(params_file.read_text()) or {}
+            apply_overrides(params_file, [dvc_override(o, current) for o in overrides])
         try:
             load_params(params_file)
         except SystemExit as err:  # the stages' own validation, naming the key
             raise ValueError(str(err)) from None
-        import yaml
-
         yield yaml.safe_load(params_file.read_text()) or {}
     finally:
         params_file.write_bytes(original)
+
+
+def dvc_override(override: str, current: dict[str, Any]) -> str:
+    """Check an override's key against the typed configs and phrase it for DVC.
+
+    A known key the file leaves out (a profile lists only what it changes) gets DVC's `+` (add) prefix, so
+    `grpo.beta=0.04` works on any profile; an unknown key is refused here, named, with the known ones.
+    """
+    if override.startswith(("+", "~")) or "=" not in override:
+        return override
+    key = override.split("=", 1)[0]
+    section, _, name = key.partition(".")
+    if section not in SECTIONS:
+        raise ValueError(f"override {override!r}: unknown section {section!r}; sections: {', '.join(SECTIONS)}")
+    known = [f.name for f in fields(SECTIONS[section])]
+    if name not in known:
+        raise ValueError(f"override {override!r}: {section} has no key {name!r}; keys: {', '.join(known)}")
+    return override if name in (current.get(section) or {}) else f"+{override}"
 
 
 def stage_env(root: Path, parent_run_id: str, pipeline_id: str, experiment: str) -> dict[str, str]:
@@ -195,12 +216,15 @@ def pipeline(
     return {"mlflow_parent_run_id": parent, "pipeline_id": pipeline_id, "stages": results}
 
 
-def deployment(name: str, cron: str, profile: str | None, overrides: list[str], experiment: str):
-    """The scheduled deployment `serve` runs (and the tests apply): the pipeline flow on a cron schedule."""
+def deployment(name: str, cron: str, profile: str | None, overrides: list[str], experiment: str, **parameters: Any):
+    """The scheduled deployment `serve` runs (and the tests apply): the pipeline flow on a cron schedule.
+
+    `parameters`: any other flow parameter (stages, force, project_dir) the scheduled runs should get.
+    """
     return pipeline.to_deployment(
         name=name,
         cron=cron,
-        parameters={"profile": profile, "overrides": overrides, "experiment": experiment},
+        parameters={"profile": profile, "overrides": overrides, "experiment": experiment, **parameters},
         description="reasoning-rl pipeline (DVC stages) on a schedule; see flows/pipeline.py",
         tags=["reasoning-rl"],
     )
@@ -223,9 +247,13 @@ def cli() -> None:
         experiment: Experiment = EXPERIMENT,
         stage: Annotated[list[str] | None, typer.Option(help="run only these stages (repeatable)")] = None,
         force: Annotated[bool, typer.Option(help="re-run stages DVC finds unchanged")] = False,
+        project_dir: Annotated[str | None, typer.Option(help="the DVC project (default: this checkout)")] = None,
     ) -> None:
         """Run the pipeline once as a Prefect flow."""
-        result = pipeline(profile=profile, overrides=set_, experiment=experiment, stages=stage or None, force=force)
+        result = pipeline(
+            profile=profile, overrides=set_, experiment=experiment, stages=stage or None, force=force,
+            project_dir=project_dir,
+        )
         print(json.dumps(result, indent=2))
 
     @app.command()

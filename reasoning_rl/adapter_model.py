@@ -33,7 +33,7 @@ class AdapterModel(PythonModel):
         self.model = lm.model.merge_and_unload()
         self.tokenizer = lm.tokenizer
 
-    def predict(self, context, model_input: Any, params: dict[str, Any] | None = None) -> list[str]:
+    def predict(self, context, model_input: list[str], params: dict[str, Any] | None = None) -> list[str]:
         from reasoning_rl.data import build_prompt
         from reasoning_rl.evaluation import generate_greedy
 
