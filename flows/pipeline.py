@@ -29,8 +29,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 import yaml
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
@@ -230,15 +231,14 @@ def deployment(name: str, cron: str, profile: str | None, overrides: list[str], 
     )
 
 
+# CLI option types (module level: typer resolves the string annotations against module globals)
+Profile = Annotated[str | None, typer.Option(help="params file used instead of params.yaml (profiles/smoke.yaml)")]
+Sets = Annotated[list[str] | None, typer.Option("--set", "-S", help="override in DVC -S grammar: grpo.beta=0.04")]
+Experiment = Annotated[str, typer.Option(help="MLflow experiment")]
+
+
 def cli() -> None:
-    from typing import Annotated
-
-    import typer
-
     app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
-    Profile = Annotated[str | None, typer.Option(help="params file used instead of params.yaml (profiles/smoke.yaml)")]
-    Sets = Annotated[list[str] | None, typer.Option("--set", "-S", help="override in DVC -S grammar: grpo.beta=0.04")]
-    Experiment = Annotated[str, typer.Option(help="MLflow experiment")]
 
     @app.command()
     def run(
