@@ -127,16 +127,15 @@ def _dvc() -> str:
 
 @task(retries=3, retry_delay_seconds=[2, 5, 10])
 def open_parent_run(root: Path, pipeline_id: str, experiment: str, tags: dict[str, str], params: dict) -> str:
-    os.environ["MLFLOW_EXPERIMENT_NAME"] = experiment
-    os.environ["MLFLOW_TRACKING_URI"] = resolved_tracking_uri(root)
-    run_id = start_pipeline_run(pipeline_id, tags=tags, params=params)
-    get_run_logger().info("MLflow parent run %s (experiment %s) at %s", run_id, experiment, resolved_tracking_uri(root))
+    uri = resolved_tracking_uri(root)
+    run_id = start_pipeline_run(pipeline_id, tags=tags, params=params, experiment=experiment, uri=uri)
+    get_run_logger().info("MLflow parent run %s (experiment %s) at %s", run_id, experiment, uri)
     return run_id
 
 
 @task(retries=3, retry_delay_seconds=[2, 5, 10])
-def close_parent_run(run_id: str, status: str, metrics: dict[str, float]) -> None:
-    end_pipeline_run(run_id, status=status, metrics=metrics)
+def close_parent_run(root: Path, run_id: str, status: str, metrics: dict[str, float]) -> None:
+    end_pipeline_run(run_id, status=status, metrics=metrics, uri=resolved_tracking_uri(root))
 
 
 @task(task_run_name="{stage}")
@@ -213,7 +212,7 @@ def pipeline(
                 results.append(run_stage(stage, root, env, force))
             status = "FINISHED"
         finally:
-            close_parent_run(parent, status, summary_metrics(root) if status == "FINISHED" else {})
+            close_parent_run(root, parent, status, summary_metrics(root) if status == "FINISHED" else {})
     return {"mlflow_parent_run_id": parent, "pipeline_id": pipeline_id, "stages": results}
 
 

@@ -42,16 +42,24 @@ def experiment_name() -> str:
     return os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
 
 
-def start_pipeline_run(pid: str, tags: dict[str, str] | None = None, params: dict[str, Any] | None = None) -> str:
+def start_pipeline_run(
+    pid: str,
+    tags: dict[str, str] | None = None,
+    params: dict[str, Any] | None = None,
+    experiment: str | None = None,
+    uri: str | None = None,
+) -> str:
     """Create the parent run of one pipeline execution (an orchestrator's job) and return its id.
 
     The run stays RUNNING until `end_pipeline_run`; stages find it through `REASONING_RL_PARENT_RUN_ID`.
+    `experiment` and `uri` default to `experiment_name()` and `tracking_uri()`.
     """
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri())
-    experiment = client.get_experiment_by_name(experiment_name())
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name())
+    client = MlflowClient(uri or tracking_uri())
+    name = experiment or experiment_name()
+    found = client.get_experiment_by_name(name)
+    experiment_id = found.experiment_id if found else client.create_experiment(name)
     run = client.create_run(
         experiment_id,
         run_name=f"pipeline-{pid}",
@@ -62,11 +70,13 @@ def start_pipeline_run(pid: str, tags: dict[str, str] | None = None, params: dic
     return run.info.run_id
 
 
-def end_pipeline_run(run_id: str, status: str = "FINISHED", metrics: dict[str, Any] | None = None) -> None:
+def end_pipeline_run(
+    run_id: str, status: str = "FINISHED", metrics: dict[str, Any] | None = None, uri: str | None = None
+) -> None:
     """Log summary metrics on the parent run and close it with `status` (FINISHED, FAILED or KILLED)."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri())
+    client = MlflowClient(uri or tracking_uri())
     for key, value in (metrics or {}).items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             client.log_metric(run_id, key.replace("@", "_at_"), float(value))
