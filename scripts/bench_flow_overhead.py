@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -22,22 +21,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
+
+from scripts.scratch_project import scratch_project
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).with_name("dvc"))
-
-
-def workspace(dest: Path, data_dir: Path) -> Path:
-    """A scratch DVC project: this checkout's code and dvc.yaml, params = the smoke profile."""
-    for name in ("stages", "reasoning_rl", "profiles"):
-        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    (dest / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text().replace("../shared/data/gsm8k", str(data_dir)))
-    params = yaml.safe_load((ROOT / "profiles/smoke.yaml").read_text())
-    params["prepare"]["data_dir"] = str(data_dir)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=dest, check=True)
-    return dest
 
 
 def main(
@@ -55,7 +43,7 @@ def main(
         return None
 
     with tempfile.TemporaryDirectory() as tmp:
-        work = workspace(Path(tmp), data_dir)
+        work = scratch_project(Path(tmp), data_dir, "profiles/smoke.yaml")
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 from servers import mlflow_server, prefect_server
+
+from scripts.scratch_project import scratch_project
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -27,19 +28,6 @@ TINY = [
     "evaluate.max_new_tokens=32",
     "evaluate.models=[grpo]",  # the comparison ranks GRPO accuracy; base/SFT decoding would only add time
 ]
-
-
-def make_workspace(work: Path, gsm8k_dir: Path) -> Path:
-    """A scratch DVC project: this checkout's code, dvc.yaml and params pointing at the real GSM8K."""
-    for name in ("stages", "reasoning_rl", "profiles"):
-        shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-    (work / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text().replace("../shared/data/gsm8k", str(gsm8k_dir)))
-    for rel in ("params.yaml", "profiles/smoke.yaml"):
-        params = yaml.safe_load((ROOT / rel).read_text())
-        params["prepare"]["data_dir"] = str(gsm8k_dir)
-        (work / rel).write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run([str(Path(sys.executable).with_name("dvc")), "init", "--no-scm", "-q"], cwd=work, check=True)
-    return work
 
 
 def sha(path: Path) -> str:
@@ -72,7 +60,7 @@ def runs(tmp_path_factory, gsm8k_dir):
     from flows.pipeline import pipeline
     from reasoning_rl import registry
 
-    work = make_workspace(tmp_path_factory.mktemp("flow"), gsm8k_dir)
+    work = scratch_project(tmp_path_factory.mktemp("flow"), gsm8k_dir)
     out: dict = {"work": work, "params_before": (work / "params.yaml").read_bytes()}
     old_uri = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
