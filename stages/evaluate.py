@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -47,10 +48,18 @@ def adapter_for(name: str, scratch: Path) -> Path | None:
     return paths.adapter_dir(name)
 
 
+DVC_OUTPUT_MODELS = ("base", "sft", "grpo")  # dvc.yaml declares metrics and samples for these three
+
+
 def main() -> None:
     setup_logging()
     params = load_params()
     base, cfg = params.base, params.evaluate
+    if os.environ.get("DVC_STAGE") and (missing := [m for m in DVC_OUTPUT_MODELS if m not in cfg.models]):
+        raise SystemExit(  # else DVC fails after the whole evaluation, on the outputs it expected
+            f"evaluate.models ({list(cfg.models)}) leaves out {missing}: under dvc repro the stage must write the "
+            "outputs dvc.yaml declares for base, sft and grpo (add champion on top, or run the stage outside DVC)"
+        )
     rows = read_records(paths.TEST)[: cfg.num_questions]
     prompts = [r["prompt"] for r in rows]
     golds = [r["answer"] for r in rows]

@@ -24,10 +24,10 @@ TINY = [
     "grpo.max_steps=1",  # 1 step: a GRPO adapter and one logged reward
     "grpo.num_prompts=8",
     "grpo.max_completion_length=32",
-    "evaluate.num_questions=4",
-    "evaluate.max_new_tokens=32",
-    "evaluate.models=[grpo]",  # the comparison ranks GRPO accuracy; base/SFT decoding would only add time
+    "evaluate.num_questions=2",  # 2 questions x 16 tokens: the three models load and answer, quickly
+    "evaluate.max_new_tokens=16",
 ]
+MODELS = "evaluate.models=[base,sft,grpo,{}]"  # dvc.yaml declares base/sft/grpo outputs; champion goes on top
 
 
 def sha(path: Path) -> str:
@@ -71,7 +71,7 @@ def runs(tmp_path_factory, gsm8k_dir):
             out["params_after_a"] = (work / "params.yaml").read_bytes()
             out["b"] = pipeline(overrides=[*TINY, "grpo.learning_rate=1e-3"], **kw)
             out["adapters_before_c"] = adapter_hashes(work)
-            state = pipeline(overrides=[*TINY, "grpo.learning_rate=1e-3", "evaluate.models=[grpo,champion]"],
+            state = pipeline(overrides=[*TINY, "grpo.learning_rate=1e-3", MODELS.format("champion")],
                              return_state=True, **kw)
             out["c_state"] = state
             out["c_logs"] = flow_logs(state.state_details.flow_run_id)
@@ -79,7 +79,8 @@ def runs(tmp_path_factory, gsm8k_dir):
             out["rows"] = registry.pipeline_rows()
             out["best"] = registry.pick_best(out["rows"])
             out["version"] = registry.register_adapter(out["best"])
-            out["d"] = pipeline(overrides=[*TINY, "evaluate.models=[champion]"], stages=["evaluate"], **kw)
+            d_overrides = [*TINY, "grpo.learning_rate=1e-3", MODELS.format("champion")]
+            out["d"] = pipeline(overrides=d_overrides, stages=["evaluate"], **kw)
             out["champion_eval"] = json.loads((work / "metrics/eval_champion.json").read_text())
             yield out
     finally:
@@ -200,7 +201,7 @@ def test_registry_alias_points_at_registered_version(runs):
 
 def test_evaluate_stage_loads_champion_by_alias(runs):
     assert [s["stage"] for s in runs["d"]["stages"]] == ["evaluate"]
-    assert runs["champion_eval"]["questions"] == 4
+    assert runs["champion_eval"]["questions"] == 2
 
 
 def test_schedule_deployment_reads_back_and_runs_once(runs):
@@ -235,7 +236,7 @@ def test_flow_against_real_prefect_and_mlflow_servers(runs, tmp_path):
 
     with prefect_server(tmp_path / "prefect") as api, mlflow_server(tmp_path / "mlflow") as tracking:
         env = {**os.environ, "PREFECT_API_URL": api, "MLFLOW_TRACKING_URI": tracking}
-        overrides = [a for o in [*TINY, "evaluate.num_questions=2"] for a in ("--set", o)]
+        overrides = [a for o in [*TINY, "evaluate.num_questions=1"] for a in ("--set", o)]
         cmd = [sys.executable, "-m", "flows.pipeline", "run", "--profile", "profiles/smoke.yaml", *overrides,
                "--stage", "evaluate", "--project-dir", str(runs["work"])]
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
