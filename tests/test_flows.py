@@ -45,7 +45,7 @@ def flow_logs(flow_run_id) -> str:
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.logging.handlers import APILogHandler
 
-    APILogHandler.flush()  # logs are shipped in batches by a background worker
+    APILogHandler().flush()  # logs are shipped in batches by a background worker
     with get_client(sync_client=True) as client:
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
     return "\n".join(entry.message for entry in logs)
