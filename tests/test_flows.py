@@ -249,3 +249,13 @@ def test_flow_against_real_prefect_and_mlflow_servers(runs, tmp_path):
             f"tags.mlflow.parentRunId = '{result['mlflow_parent_run_id']}'",
         )
         assert [r.data.tags["stage"] for r in children] == ["evaluate"]
+
+
+def test_registered_pyfunc_answers_by_alias(runs, monkeypatch):
+    """The registered model loads by alias as a pyfunc (code, not pickle) and answers a question."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{runs['work'] / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/reasoning-rl-grpo@champion", model_config={"max_new_tokens": 8})
+    answers = model.predict(["What is 2 + 3?"])
+    assert len(answers) == 1 and isinstance(answers[0], str) and answers[0]
