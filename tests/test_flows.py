@@ -40,14 +40,15 @@ def adapter_hashes(work: Path) -> dict[str, str]:
     return {s: sha(work / f"models/{s}/adapter/adapter_model.safetensors") for s in ("sft", "grpo")}
 
 
-def flow_logs(flow_run_id) -> str:
+def flow_error_logs(flow_run_id) -> str:
     from prefect import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterLevel
     from prefect.logging.handlers import APILogHandler
 
     APILogHandler().flush()  # logs are shipped in batches by a background worker
     with get_client(sync_client=True) as client:
-        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        errors = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]), level=LogFilterLevel(ge_=40))
+        logs = client.read_logs(errors, limit=200, offset=0)
     return "\n".join(entry.message for entry in logs)
 
 
@@ -74,7 +75,7 @@ def runs(tmp_path_factory, gsm8k_dir):
             state = pipeline(overrides=[*TINY, "grpo.learning_rate=1e-3", MODELS.format("champion")],
                              return_state=True, **kw)
             out["c_state"] = state
-            out["c_logs"] = flow_logs(state.state_details.flow_run_id)
+            out["c_logs"] = flow_error_logs(state.state_details.flow_run_id)
             out["c_params_after"] = (work / "params.yaml").read_bytes()
             out["rows"] = registry.pipeline_rows()
             out["best"] = registry.pick_best(out["rows"])
