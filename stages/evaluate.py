@@ -15,7 +15,7 @@ from reasoning_rl.evaluation import generate_greedy, score, summarize
 from reasoning_rl.modeling import load_model
 from reasoning_rl.tracking import log_artifacts, log_metrics, stage_run
 from reasoning_rl.training import write_json
-from stages.common import load_params, params_path, setup_logging
+from stages.common import load_params, params_path, run, setup_logging
 
 log = logging.getLogger("stages.evaluate")
 
@@ -42,7 +42,8 @@ def main() -> None:
     prompts = [r["prompt"] for r in rows]
     golds = [r["answer"] for r in rows]
     results: dict[str, dict] = {}
-    with stage_run("evaluate", {"base": base, "evaluate": cfg}, params_path()):
+    inputs = [paths.TEST] + [paths.adapter_dir(m) for m in cfg.models if m != "base"]
+    with stage_run("evaluate", {"base": base, "evaluate": cfg}, params_path(), inputs=inputs):
         for name in cfg.models:
             ####  load: the base weights, plus the stage's adapter for sft/grpo
             adapter = None if name == "base" else paths.adapter_dir(name)
@@ -74,4 +75,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
