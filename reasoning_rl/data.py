@@ -114,7 +114,7 @@ def _decode_lines(path: Path) -> Iterator[tuple[int, object]]:
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as err:
                 # A truncated line (a download cut short) lands here too: "Unterminated string ...".
-                yield lineno, DataError(f"{path}:{lineno}: invalid JSON ({err.msg} at column {err.colno})", "bad_json")
+                yield lineno, DataError(f"{path}:{lineno}: invalid JSON ({err.msg}, column {err.colno})", "bad_json")
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, object]]:

@@ -166,6 +166,8 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM
 
+    if adapter is not None:  # refuse a pickle-only adapter before spending time on the base weights
+        adapter = require_safetensors_adapter(adapter)
     path = resolve_model_path(model)
     tokenizer = load_tokenizer(model)
     try:
@@ -180,6 +182,6 @@ def load_model(
     if adapter is not None:
         from peft import PeftModel
 
-        net = PeftModel.from_pretrained(net, str(require_safetensors_adapter(adapter)))
+        net = PeftModel.from_pretrained(net, str(adapter))
     net.eval()
     return LoadedModel(net, tokenizer, path)

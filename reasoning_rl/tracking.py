@@ -280,14 +280,23 @@ def stage_run(
     try:
         yield run
     except BaseException:
-        _guarded("end_run", mlflow.end_run, "FAILED")
+        _end_run(mlflow, "FAILED")
         raise
-    _guarded("end_run", mlflow.end_run, "FINISHED")
+    _end_run(mlflow, "FINISHED")
     if _failures:
         raise TrackingError(
             f"MLflow logging stopped during stage {stage} ({_failures[0]}); the stage's files were written, "
             f"but run {run.info.run_id} at {uri} is incomplete"
         )
+
+
+def _end_run(mlflow: Any, status: str) -> None:
+    """End the active run even after a logging failure (end_run pops it locally before calling the store)."""
+    try:
+        mlflow.end_run(status)
+    except Exception as err:  # noqa: BLE001 - the store is gone; the failure is reported by stage_run
+        if not _failures:
+            _failures.append(f"end_run failed: {type(err).__name__}: {err}")
 
 
 def logged_steps(run_id: str) -> set[int]:

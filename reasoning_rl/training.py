@@ -154,8 +154,12 @@ def train_sft(
 ) -> tuple[Any, HistoryCallback]:
     """SFT with LoRA on the prompt-completion rows; loss on the completion tokens only."""
     from datasets import Dataset
+    from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
+    # SFTTrainer wraps the model in LoRA before Trainer seeds the RNG: seed first, or lora_A's init (and
+    # every run) differs between processes, and a resumed run could not match an uninterrupted one.
+    set_seed(seed)
     loaded = load_model(model_name, dtype)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in train_rows])
     args = SFTConfig(
@@ -203,8 +207,10 @@ def train_grpo(
     """GRPO with TRL, continuing the SFT LoRA adapter (trainable), rewards picked by name."""
     from datasets import Dataset
     from peft import PeftModel
+    from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
 
+    set_seed(seed)
     loaded = load_model(model_name, dtype)
     model = PeftModel.from_pretrained(loaded.model, str(require_safetensors_adapter(sft_adapter)), is_trainable=True)
     tokenizer = loaded.tokenizer

@@ -1,0 +1,80 @@
+"""Real servers for tests: started on 127.0.0.1 on a free port, waited for until healthy, always stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} not healthy after {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop the server and everything it spawned (uvicorn workers): its own process group."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+class Server:
+    """A running server: `uri` to give clients, `stop()` to stop it early (e.g. mid-run in a test)."""
+
+    def __init__(self, uri: str, proc: subprocess.Popen) -> None:
+        self.uri, self.proc = uri, proc
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+@contextmanager
+def mlflow_server(tmp_path: Path) -> Iterator[Server]:
+    """`mlflow server` on 127.0.0.1:<free port> with a sqlite store and artifacts under `tmp_path`.
+
+    Yields a Server (`.uri`, `.stop()`); the server is stopped on exit in every case.
+    """
+    port = free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    cmd = [
+        str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination", str(tmp_path / "server-artifacts"),
+    ]
+    log = open(tmp_path / "mlflow-server.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        wait_healthy(f"{uri}/health", proc)
+        yield Server(uri, proc)
+    finally:
+        stop(proc)
+        log.close()
