@@ -31,7 +31,7 @@ GOOD_ROW = {"question": "Tom has 3 apples and buys 4 more. How many apples does 
 def gsm8k_folder(path: Path, train_lines: list[bytes]) -> Path:
     path.mkdir(parents=True)
     good = [json.dumps({**GOOD_ROW, "question": f"{GOOD_ROW['question']} (#{i})"}).encode() for i in range(12)]
-    (path / "train.jsonl").write_bytes(b"\n".join(good + train_lines) + b"\n")
+    (path / "train.jsonl").write_bytes(b"\n".join(good + train_lines))  # no final newline: a cut-off download
     (path / "test.jsonl").write_bytes(b"\n".join(good[:4]) + b"\n")
     return path
 
@@ -45,13 +45,13 @@ def prepare_workdir(tmp_path: Path, train_lines: list[bytes], skip: bool) -> Pat
     return work
 
 
-# Each kind of bad row once, after 12 good ones (lines 13-18 of train.jsonl).
+# Each kind of bad row once, after 12 good ones (lines 13-17 of train.jsonl).
 BAD_LINES = [
-    json.dumps(GOOD_ROW).encode()[:40],                               # truncated line
     b'{"question": "caf\xe9?", "answer": "1\\n#### 1"}',               # non-UTF-8 byte (latin-1 e-acute)
     json.dumps({"question": "no answer field"}).encode(),             # missing field
     json.dumps({"question": "q?", "answer": "it is 5"}).encode(),     # no ####
     json.dumps({**GOOD_ROW, "question": f"{GOOD_ROW['question']} (#0)"}).encode(),  # duplicated question
+    json.dumps(GOOD_ROW).encode()[:40],                               # truncated last line
 ]
 
 
@@ -60,7 +60,7 @@ def test_prepare_stage_stops_naming_file_line(tmp_path):
     work = prepare_workdir(tmp_path, BAD_LINES, skip=False)
     proc = run_stage("prepare", work, check=False)
     assert proc.returncode == 1
-    assert re.search(r"error: \S+train.jsonl:13: invalid JSON \(Unterminated string", proc.stderr), proc.stderr[-2000:]
+    assert re.search(r"error: \S+train.jsonl:13: not valid UTF-8", proc.stderr), proc.stderr[-2000:]
     assert not (work / "data/prepared/train.jsonl").exists()
 
 
@@ -132,7 +132,8 @@ def test_tracking_server_stopped_mid_run(tmp_path, gsm8k_dir):
 
     work = make_workdir(tmp_path / "work", gsm8k_dir)
     params = yaml.safe_load((work / "params.yaml").read_text())
-    params["sft"] |= {"max_steps": 10, "save_steps": 2}  # metrics reach MLflow at each checkpoint (step 2, 4, ...)
+    # 6 steps, metrics reach MLflow at each checkpoint (steps 2, 4, 6): the server goes after step 2 arrives.
+    params["sft"] |= {"max_steps": 6, "save_steps": 2}
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     with mlflow_server(tmp_path) as server:
         env = stage_env(work) | {"MLFLOW_TRACKING_URI": server.uri}
@@ -150,14 +151,15 @@ def test_tracking_server_stopped_mid_run(tmp_path, gsm8k_dir):
         steps_before_stop = max(m.step for m in client.get_metric_history(logged[0].info.run_id, "loss"))
         server.stop()
         _, stderr = proc.communicate(timeout=600)
-    print(f"server stopped after step {steps_before_stop} was logged; stage exit code {proc.returncode}")
-    assert steps_before_stop < 10
+    print(f"server stopped after step {steps_before_stop} was logged; stage exit code {proc.returncode}; "
+          f"{stderr.strip().splitlines()[-1]}")
+    assert steps_before_stop < 6
     assert proc.returncode == 1
     assert "error: MLflow logging stopped during stage sft" in stderr
     assert (work / "models/sft/adapter/adapter_model.safetensors").is_file()
-    assert json.loads((work / "metrics/sft.json").read_text())["steps"] == 10
+    assert json.loads((work / "metrics/sft.json").read_text())["steps"] == 6
     assert [h["step"] for h in json.loads((work / "metrics/sft_history.json").read_text()) if "loss" in h] == list(
-        range(1, 11))
+        range(1, 7))
 
 
 def test_stage_run_survives_logging_failure_then_raises(tmp_path, monkeypatch):
