@@ -226,7 +226,12 @@ def test_safetensors_adapter_is_accepted(tmp_path):
     assert require_safetensors_adapter(tmp_path) == tmp_path
 
 
-@pytest.mark.parametrize("pattern", [r"trust_remote_code\s*=\s*True", r"(?<![\w.])(eval|exec)\(", r"pickle\.loads?\("])
+# Model text and dataset rows are parsed, never run: no remote model code, no eval/exec, no pickle, and no
+# sympy string parsing (`sympify`/`parse_expr` call eval; answer_check.py keeps math-verify off that path).
+@pytest.mark.parametrize(
+    "pattern",
+    [r"trust_remote_code\s*=\s*True", r"(?<![\w.])(eval|exec)\(", r"pickle\.loads?\(", r"\b(sympify|parse_expr)\("],
+)
 def test_source_never_runs_remote_or_dataset_code(pattern):
     sources = [*ROOT.glob("reasoning_rl/*.py"), *ROOT.glob("stages/*.py")]
     hits = [f"{p.name}:{i}" for p in sources for i, line in enumerate(p.read_text().splitlines(), 1)
