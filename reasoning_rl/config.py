@@ -109,10 +109,15 @@ class PrepareConfig:
     Parameters:
         data_dir (str | None, "../shared/data/gsm8k"): folder with train.jsonl/test.jsonl; null = the hub.
         val_size (int, 200): train rows held out for validation (deterministic with base.seed).
+        skip_bad_rows (bool, False): false = the first malformed row (bad JSON or UTF-8, missing field, no
+            `####`, duplicated question) stops the stage naming file:line; true = such rows are skipped and
+            counted per problem in data/prepared/stats.json and MLflow (`skipped.*`). An empty file is always
+            an error.
     """
 
     data_dir: str | None = "../shared/data/gsm8k"
     val_size: int = 200
+    skip_bad_rows: bool = False
 
     def __post_init__(self) -> None:
         if self.val_size < 1:
@@ -131,6 +136,8 @@ class SftConfig:
         max_length (int, 512): prompt + target tokens; GSM8K's p99 is well below (see data stats).
         lora_r (int, 16), lora_alpha (int, 32), lora_dropout (float, 0.0): LoRA shape.
         logging_steps (int, 5): how often the loss is logged.
+        save_steps (int, 25): checkpoint (adapter, optimizer, scheduler, RNG, trainer state) every N steps; a
+            rerun after a crash resumes from the last one. Checkpoints are removed when the stage finishes.
     """
 
     num_examples: int = 2000
@@ -143,10 +150,12 @@ class SftConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     logging_steps: int = 5
+    save_steps: int = 25
 
     def __post_init__(self) -> None:
         _positive(
             "sft",
+            save_steps=self.save_steps,
             num_examples=self.num_examples,
             max_steps=self.max_steps,
             learning_rate=self.learning_rate,
@@ -182,6 +191,8 @@ class GrpoConfig:
         reward_weights (list[float] | None): one per reward function; null = all 1.
         logging_steps (int, 1): log every step (curves are the point of the demo).
         num_prompts (int | None, None): train prompts to draw from; null = all.
+        save_steps (int, 10): checkpoint every N steps (a GRPO step is ~1 min on 2 CPU cores, so a crash loses
+            at most ~10 min); a rerun resumes from the last checkpoint. Removed when the stage finishes.
     """
 
     max_steps: int = 60
@@ -201,10 +212,12 @@ class GrpoConfig:
     reward_weights: tuple[float, ...] | None = None
     logging_steps: int = 1
     num_prompts: int | None = None
+    save_steps: int = 10
 
     def __post_init__(self) -> None:
         _positive(
             "grpo",
+            save_steps=self.save_steps,
             max_steps=self.max_steps,
             learning_rate=self.learning_rate,
             per_device_train_batch_size=self.per_device_train_batch_size,

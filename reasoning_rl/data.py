@@ -16,13 +16,17 @@ removed (`1,000` → `1000`), as the dataset's own grader does (`grade_school_ma
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from reasoning_rl.formatting import SYSTEM_PROMPT, format_target
+
+log = logging.getLogger(__name__)
 
 HUB_DATASET = ("openai/gsm8k", "main")
 _CALC_RE = re.compile(r"<<[^<>]*>>")
@@ -30,7 +34,11 @@ _FINAL_MARK = "####"
 
 
 class DataError(ValueError):
-    """A malformed data row; the message names file:line and the problem."""
+    """A malformed data row; the message names file:line and the problem, `problem` a short kind."""
+
+    def __init__(self, message: str, problem: str = "other") -> None:
+        super().__init__(message)
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -78,42 +86,79 @@ def parse_answer_field(answer: str) -> tuple[str, str]:
 def parse_row(row: object, where: str) -> Example:
     """Turn one decoded JSON row into an Example; `where` is `file:line` for error messages."""
     if not isinstance(row, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}", "not_an_object")
     for field in ("question", "answer"):
         value = row.get(field)
         if not isinstance(value, str) or not value.strip():
-            raise DataError(f"{where}: missing or empty field {field!r}")
+            raise DataError(f"{where}: missing or empty field {field!r}", "missing_field")
     try:
         reasoning, final = parse_answer_field(row["answer"])
     except ValueError as err:
-        raise DataError(f"{where}: {err}") from None
+        raise DataError(f"{where}: {err}", "bad_answer") from None
     return Example(id=where, question=row["question"].strip(), reasoning=reasoning, answer=final)
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, object]]:
-    """Yield (line number, decoded JSON) for each non-blank line; errors name file:line."""
+def _decode_lines(path: Path) -> Iterator[tuple[int, object]]:
+    """Yield (line number, decoded JSON or the DataError saying why not) for each non-blank line."""
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise DataError(f"{path}:{lineno}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+                reason = f"not valid UTF-8 ({err.reason} at byte {err.start})"
+                yield lineno, DataError(f"{path}:{lineno}: {reason}", "not_utf8")
+                continue
             if not line.strip():
                 continue
             try:
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
+                # A truncated line (a download cut short) lands here too: "Unterminated string ...".
+                yield lineno, DataError(f"{path}:{lineno}: invalid JSON ({err.msg}, column {err.colno})", "bad_json")
 
 
-def load_split(data_dir: Path, split: str) -> list[Example]:
-    """Read `<data_dir>/<split>.jsonl` (GSM8K layout) into Examples; any malformed row stops with file:line."""
+def read_jsonl(path: Path) -> Iterator[tuple[int, object]]:
+    """Yield (line number, decoded JSON) for each non-blank line; the first bad line raises, naming file:line."""
+    for lineno, row in _decode_lines(path):
+        if isinstance(row, DataError):
+            raise row
+        yield lineno, row
+
+
+def load_split(
+    data_dir: Path, split: str, skip_bad_rows: bool = False, skipped: Counter[str] | None = None
+) -> list[Example]:
+    """Read `<data_dir>/<split>.jsonl` (GSM8K layout) into Examples.
+
+    A malformed row (invalid UTF-8 or JSON, not an object, missing field, no `####` answer, a question seen
+    on an earlier line) stops with file:line and the problem; with `skip_bad_rows` it is left out and counted
+    in `skipped` under `<split>.<problem>`. A missing file or one without a single good row is always an error.
+    """
     path = Path(data_dir) / f"{split}.jsonl"
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    examples = [parse_row(row, f"{path.name}:{lineno}") for lineno, row in read_jsonl(path)]
+        raise DataError(f"{path}: file not found", "missing_file")
+    examples: list[Example] = []
+    seen: dict[str, int] = {}
+    for lineno, row in _decode_lines(path):
+        try:
+            if isinstance(row, DataError):
+                raise row
+            example = parse_row(row, f"{path.name}:{lineno}")
+            if example.question in seen:
+                raise DataError(
+                    f"{path}:{lineno}: duplicated question (same as line {seen[example.question]})", "duplicate"
+                )
+        except DataError as err:
+            if not skip_bad_rows:
+                raise
+            log.warning("skipping %s", err)
+            if skipped is not None:
+                skipped[f"{split}.{err.problem}"] += 1
+            continue
+        seen[example.question] = lineno
+        examples.append(example)
     if not examples:
-        raise DataError(f"{path}: no rows")
+        raise DataError(f"{path}: no rows", "empty")
     return examples
 
 
@@ -125,10 +170,12 @@ def load_from_hub(split: str) -> list[Example]:
     return [parse_row(row, f"{HUB_DATASET[0]}[{split}]:{i}") for i, row in enumerate(ds)]
 
 
-def load_gsm8k(data_dir: str | Path | None, split: str) -> list[Example]:
+def load_gsm8k(
+    data_dir: str | Path | None, split: str, skip_bad_rows: bool = False, skipped: Counter[str] | None = None
+) -> list[Example]:
     """Local folder when given (or present), else the hub; a clear error when neither can be had."""
     if data_dir is not None:
-        return load_split(Path(data_dir), split)
+        return load_split(Path(data_dir), split, skip_bad_rows, skipped)
     try:
         return load_from_hub(split)
     except Exception as err:  # noqa: BLE001 - any hub failure becomes one actionable message

@@ -36,6 +36,27 @@ class ModelNotAvailableError(RuntimeError):
     """Neither the requested hub model nor the embedded GGUF can be had."""
 
 
+class UnsafeWeightsError(ModelNotAvailableError):
+    """Weights offered only in a pickle format (`.bin`), which can run code when loaded."""
+
+
+def require_safetensors_adapter(adapter: str | Path) -> Path:
+    """Return `adapter` if it holds `adapter_model.safetensors`; refuse a pickle-only (`.bin`) adapter.
+
+    PEFT would fall back to `adapter_model.bin` (a pickle: loading one can execute code), so check first.
+    """
+    adapter = Path(adapter)
+    if (adapter / "adapter_model.safetensors").is_file():
+        return adapter
+    if (adapter / "adapter_model.bin").is_file():
+        raise UnsafeWeightsError(
+            f"{adapter}: only adapter_model.bin (a pickle, which can run code when loaded) was found; "
+            "adapters are loaded from safetensors only. Convert it where you trust it: "
+            "PeftModel.from_pretrained(...).save_pretrained(dir, safe_serialization=True)"
+        )
+    raise ModelNotAvailableError(f"{adapter}: no adapter_model.safetensors (run the stage that writes it)")
+
+
 def cache_dir() -> Path:
     """Where converted models live: `$REASONING_RL_CACHE`, else `$XDG_CACHE_HOME/reasoning-rl`."""
     if env := os.environ.get("REASONING_RL_CACHE"):
@@ -145,6 +166,8 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM
 
+    if adapter is not None:  # refuse a pickle-only adapter before spending time on the base weights
+        adapter = require_safetensors_adapter(adapter)
     path = resolve_model_path(model)
     tokenizer = load_tokenizer(model)
     try:

@@ -30,6 +30,10 @@ MODELS = ("base", "sft", "grpo")
 KEY_PARAMS = ("grpo.loss_type", "grpo.beta", "grpo.num_generations", "grpo.max_steps", "sft.max_steps")
 
 
+class AliasNotFoundError(LookupError):
+    """Nothing is registered under the requested alias (or it holds no adapter)."""
+
+
 @dataclass(frozen=True)
 class PipelineRow:
     """One evaluated pipeline execution, as read back from MLflow."""
@@ -211,7 +215,7 @@ def download_adapter(
 ) -> Path:
     """Fetch the adapter registered as `name@alias` into `dest`; return the folder holding its safetensors.
 
-    Raises LookupError naming the alias when nothing is registered under it.
+    Raises AliasNotFoundError naming the alias when nothing is registered under it.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -220,7 +224,7 @@ def download_adapter(
     try:
         version = client.get_model_version_by_alias(name, alias)
     except MlflowException as err:
-        raise LookupError(
+        raise AliasNotFoundError(
             f"no model registered as {name}@{alias} at {client.tracking_uri}: "
             "run `python -m scripts.compare_runs --register` first"
         ) from err
@@ -228,5 +232,5 @@ def download_adapter(
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}", dst_path=str(dest)))
     found = sorted(local.rglob("adapter_model.safetensors"))
     if not found:
-        raise LookupError(f"{name}@{alias} (version {version.version}) holds no adapter_model.safetensors")
+        raise AliasNotFoundError(f"{name}@{alias} (version {version.version}) holds no adapter_model.safetensors")
     return found[0].parent

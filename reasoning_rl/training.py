@@ -1,4 +1,8 @@
-"""Training helpers: TRL SFT and GRPO trainers with PEFT LoRA, and a callback that records their logs."""
+"""Training helpers: TRL SFT and GRPO trainers with PEFT LoRA, and a callback that records their logs.
+
+Both trainers checkpoint every `save_steps` into the stage's checkpoints folder and resume from the newest
+complete checkpoint found there (the stage's tracking run removes checkpoints made with other params).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import torch
 from transformers import TrainerCallback
 
 from reasoning_rl.config import GrpoConfig, SftConfig
-from reasoning_rl.modeling import load_model, pick_dtype
+from reasoning_rl.modeling import load_model, pick_dtype, require_safetensors_adapter
 from reasoning_rl.rewards import completion_text, get_reward_funcs
 
 log = logging.getLogger(__name__)
@@ -20,36 +24,75 @@ log = logging.getLogger(__name__)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+def _numeric(logs: dict[str, Any], step: int) -> dict[str, float]:
+    entry = {
+        k: float(v)
+        for k, v in logs.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+    entry["step"] = step
+    return entry
+
+
 class HistoryCallback(TrainerCallback):
     """Keeps every numeric log entry (for the metrics files) and forwards it to MLflow when a run is active.
 
+    Entries reach MLflow when a checkpoint is saved (and at the end), not at once: after a crash the rerun
+    resumes from the last checkpoint, so the steps logged after it would otherwise be logged twice, once by
+    the lost trajectory and once by the resumed one. On resume, the history restarts from the checkpoint's
+    `log_history`, and entries MLflow lacks (a crash between checkpoint and flush) are logged then.
+
     For GRPO it also logs a sample of completions with their rewards per logging step, read from the
-    trainer's own buffers (`trainer._logs`), as an MLflow table.
+    trainer's own buffers (`trainer._logs`), as an MLflow table (overwritten by a resumed run: same name).
     """
 
     def __init__(self, trainer: Any = None, completions_per_log: int = 4) -> None:
         self.history: list[dict[str, float]] = []
+        self._pending: list[dict[str, float]] = []
         self.trainer = trainer
         self.completions_per_log = completions_per_log
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import mlflow
+
+        from reasoning_rl.tracking import logged_steps
+
+        if state.global_step == 0:
+            return
+        self.history = [_numeric(e, int(e["step"])) for e in state.log_history if "step" in e]
+        run = mlflow.active_run()
+        done = logged_steps(run.info.run_id) if run is not None else set()
+        self._pending = [e for e in self.history if int(e["step"]) not in done]
+        self._flush()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         import mlflow
 
-        from reasoning_rl.tracking import log_metrics
-
-        entry = {
-            k: float(v)
-            for k, v in (logs or {}).items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-        }
-        entry["step"] = state.global_step
+        entry = _numeric(logs or {}, state.global_step)
         self.history.append(entry)
+        self._pending.append(entry)
         if mlflow.active_run() is not None:
-            log_metrics(entry, step=state.global_step)
             self._log_completions(state.global_step)
 
-    def _log_completions(self, step: int) -> None:
+    def on_save(self, args, state, control, **kwargs):
+        self._flush()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._flush()
+
+    def _flush(self) -> None:
         import mlflow
+
+        from reasoning_rl.tracking import log_metrics
+
+        if mlflow.active_run() is None:
+            return
+        for entry in self._pending:
+            log_metrics(entry, step=int(entry["step"]))
+        self._pending = []
+
+    def _log_completions(self, step: int) -> None:
+        from reasoning_rl.tracking import log_table
 
         buffers = getattr(self.trainer, "_logs", None)
         if not buffers or not buffers.get("completion"):
@@ -62,7 +105,36 @@ class HistoryCallback(TrainerCallback):
         }
         for name, values in buffers["rewards"].items():
             rows[f"reward_{name}"] = list(values)[-n:]
-        mlflow.log_table(rows, artifact_file=f"completions/step_{step:05d}.json")
+        log_table(rows, artifact_file=f"completions/step_{step:05d}.json")
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete `checkpoint-N` in `output_dir` (its trainer_state.json, written last, parses)."""
+    found = []
+    for path in Path(output_dir).glob("checkpoint-*"):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            found.append((int(path.name.split("-")[1]), path))
+        except (OSError, ValueError, IndexError):
+            continue  # killed while writing it: an older checkpoint is still whole
+    return max(found)[1] if found else None
+
+
+def _checkpointing(save_steps: int) -> dict[str, Any]:
+    """TrainingArguments for periodic checkpoints (adapter, optimizer, scheduler, RNG and trainer state)."""
+    # Two kept: the newest may be half-written when the process is killed; last_checkpoint skips it.
+    return {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 2, "save_only_model": False}
+
+
+def _train(trainer: Any, output_dir: Path) -> None:
+    from reasoning_rl.tracking import set_tags
+
+    checkpoint = last_checkpoint(output_dir)
+    if checkpoint is not None:
+        step = checkpoint.name.split("-")[1]
+        log.info("resuming from %s (step %s)", checkpoint, step)
+        set_tags({"resumed_from_step": step})
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
 
 def lora_config(r: int, alpha: int, dropout: float):
@@ -82,8 +154,12 @@ def train_sft(
 ) -> tuple[Any, HistoryCallback]:
     """SFT with LoRA on the prompt-completion rows; loss on the completion tokens only."""
     from datasets import Dataset
+    from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
+    # SFTTrainer wraps the model in LoRA before Trainer seeds the RNG: seed first, or lora_A's init (and
+    # every run) differs between processes, and a resumed run could not match an uninterrupted one.
+    set_seed(seed)
     loaded = load_model(model_name, dtype)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in train_rows])
     args = SFTConfig(
@@ -99,7 +175,7 @@ def train_sft(
         bf16=_use_bf16(dtype),
         use_cpu=not torch.cuda.is_available(),
         logging_steps=cfg.logging_steps,
-        save_strategy="no",
+        **_checkpointing(cfg.save_steps),
         report_to=[],
         seed=seed,
         data_seed=seed,
@@ -115,7 +191,7 @@ def train_sft(
     )
     history = HistoryCallback(trainer)
     trainer.add_callback(history)
-    trainer.train()
+    _train(trainer, output_dir)
     return trainer, history
 
 
@@ -131,10 +207,12 @@ def train_grpo(
     """GRPO with TRL, continuing the SFT LoRA adapter (trainable), rewards picked by name."""
     from datasets import Dataset
     from peft import PeftModel
+    from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
 
+    set_seed(seed)
     loaded = load_model(model_name, dtype)
-    model = PeftModel.from_pretrained(loaded.model, str(sft_adapter), is_trainable=True)
+    model = PeftModel.from_pretrained(loaded.model, str(require_safetensors_adapter(sft_adapter)), is_trainable=True)
     tokenizer = loaded.tokenizer
     tokenizer.padding_side = "left"  # decoder-only generation pads on the left
     dataset = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in train_rows])
@@ -161,7 +239,7 @@ def train_grpo(
         gradient_checkpointing=False,
         logging_steps=cfg.logging_steps,
         log_completions=False,  # we log a sample to MLflow ourselves (HistoryCallback)
-        save_strategy="no",
+        **_checkpointing(cfg.save_steps),
         report_to=[],
         seed=seed,
         data_seed=seed,
@@ -176,7 +254,7 @@ def train_grpo(
     )
     history = HistoryCallback(trainer)
     trainer.add_callback(history)
-    trainer.train()
+    _train(trainer, output_dir)
     return trainer, history
 
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
 from reasoning_rl.config import Params, params_from_dict
+from reasoning_rl.data import DataError
+from reasoning_rl.modeling import ModelNotAvailableError
+from reasoning_rl.registry import AliasNotFoundError
+from reasoning_rl.tracking import TrackingError
 
 PARAMS_ENV = "REASONING_RL_PARAMS"  # another params file (e.g. profiles/smoke.yaml) instead of params.yaml
 
@@ -46,3 +50,14 @@ def timed(metrics: dict) -> Iterator[None]:
     start = time.perf_counter()
     yield
     metrics["wall_seconds"] = round(time.perf_counter() - start, 1)
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a stage's main(); expected failures exit 1 with one clear line, not a traceback.
+
+    Expected: bad data, tracking faults, unsafe weights, a registry alias with nothing behind it.
+    """
+    try:
+        main()
+    except (DataError, TrackingError, ModelNotAvailableError, AliasNotFoundError) as err:
+        raise SystemExit(f"error: {err}") from None

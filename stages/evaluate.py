@@ -20,7 +20,7 @@ from reasoning_rl.modeling import load_model
 from reasoning_rl.registry import DEFAULT_ALIAS, download_adapter
 from reasoning_rl.tracking import file_sha256, log_artifacts, log_metrics, set_tags, stage_run
 from reasoning_rl.training import write_json
-from stages.common import load_params, params_path, setup_logging
+from stages.common import load_params, params_path, run, setup_logging
 
 log = logging.getLogger("stages.evaluate")
 
@@ -66,7 +66,8 @@ def main() -> None:
     results: dict[str, dict] = {}
     question_set = hashlib.sha256(json.dumps([r["id"] for r in rows]).encode()).hexdigest()[:16]
     scratch = tempfile.TemporaryDirectory()
-    with stage_run("evaluate", {"base": base, "evaluate": cfg}, params_path()), scratch:
+    inputs = [paths.TEST] + [paths.adapter_dir(m) for m in cfg.models if m in ("sft", "grpo")]
+    with stage_run("evaluate", {"base": base, "evaluate": cfg}, params_path(), inputs=inputs), scratch:
         ####  find every adapter first (a missing champion fails here, before any model loads)
         adapters = {name: adapter_for(name, Path(scratch.name)) for name in cfg.models}
         # Which weights were evaluated, traceable to the run that trained them; accuracies are comparable
@@ -107,4 +108,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

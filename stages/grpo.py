@@ -13,7 +13,7 @@ from reasoning_rl import paths
 from reasoning_rl.data import read_records
 from reasoning_rl.tracking import log_adapter, log_metrics, stage_run
 from reasoning_rl.training import summarize_history, train_grpo, write_json
-from stages.common import load_params, params_path, setup_logging, timed
+from stages.common import load_params, params_path, run, setup_logging, timed
 
 log = logging.getLogger("stages.grpo")
 
@@ -33,7 +33,11 @@ def main() -> None:
     params = load_params()
     base, cfg = params.base, params.grpo
     metrics: dict = {}
-    with stage_run("grpo", {"base": base, "grpo": cfg}, params_path()):
+    # A rerun after a crash with the same params and data resumes from the last checkpoint and MLflow run.
+    inputs = [paths.TRAIN, paths.adapter_dir("sft")]
+    with stage_run(
+        "grpo", {"base": base, "grpo": cfg}, params_path(), inputs=inputs, resume_dir=paths.checkpoints_dir("grpo")
+    ):
         ####  data: train prompts with their gold answers (the correctness reward reads `answer`)
         rows = read_records(paths.TRAIN)
         random.Random(base.seed + 1).shuffle(rows)  # a different order from SFT's subset
@@ -61,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

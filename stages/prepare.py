@@ -6,6 +6,8 @@ Run: python -m stages.prepare   (reads params.yaml: base, prepare)
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -14,7 +16,7 @@ from reasoning_rl.data import load_gsm8k, split_train_val, to_record, write_json
 from reasoning_rl.modeling import load_tokenizer
 from reasoning_rl.tracking import flatten, log_artifacts, log_metrics, stage_run
 from reasoning_rl.training import write_json
-from stages.common import load_params, params_path, setup_logging, timed
+from stages.common import load_params, params_path, run, setup_logging, timed
 
 log = logging.getLogger("stages.prepare")
 
@@ -29,11 +31,13 @@ def main() -> None:
     params = load_params()
     base, cfg = params.base, params.prepare
     stats: dict = {}
-    with stage_run("prepare", {"base": base, "prepare": cfg}, params_path()):
+    inputs = [Path(cfg.data_dir)] if cfg.data_dir else []
+    with stage_run("prepare", {"base": base, "prepare": cfg}, params_path(), inputs=inputs):
         with timed(stats):
-            ####  load and parse (stops at the first malformed row, naming file:line)
-            train_all = load_gsm8k(cfg.data_dir, "train")
-            test = load_gsm8k(cfg.data_dir, "test")
+            ####  load and parse (the first malformed row stops the stage naming file:line, unless skip_bad_rows)
+            skipped: Counter[str] = Counter()
+            train_all = load_gsm8k(cfg.data_dir, "train", cfg.skip_bad_rows, skipped)
+            test = load_gsm8k(cfg.data_dir, "test", cfg.skip_bad_rows, skipped)
             train, val = split_train_val(train_all, cfg.val_size, base.seed)
 
             ####  write prompt-completion records
@@ -47,14 +51,15 @@ def main() -> None:
             ]
             stats |= {
                 "rows": {"train": len(train), "val": len(val), "test": len(test)},
+                "skipped": {"total": sum(skipped.values()), **dict(sorted(skipped.items()))},
                 "prompt_tokens": token_percentiles(tokenizer, prompts),
                 "target_tokens": token_percentiles(tokenizer, [e.target() for e in train]),
             }
         write_json(paths.DATA_STATS, stats)
         log_metrics(flatten("", stats))
         log_artifacts(paths.DATA_STATS)
-    log.info("prepared %s", stats["rows"])
+    log.info("prepared %s, skipped %s", stats["rows"], stats["skipped"])
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

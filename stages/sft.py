@@ -13,7 +13,7 @@ from reasoning_rl import paths
 from reasoning_rl.data import read_records
 from reasoning_rl.tracking import log_adapter, log_metrics, stage_run
 from reasoning_rl.training import summarize_history, train_sft, write_json
-from stages.common import load_params, params_path, setup_logging, timed
+from stages.common import load_params, params_path, run, setup_logging, timed
 
 log = logging.getLogger("stages.sft")
 
@@ -23,7 +23,10 @@ def main() -> None:
     params = load_params()
     base, cfg = params.base, params.sft
     metrics: dict = {}
-    with stage_run("sft", {"base": base, "sft": cfg}, params_path()):
+    # A rerun after a crash with the same params and data resumes from the last checkpoint and MLflow run.
+    with stage_run(
+        "sft", {"base": base, "sft": cfg}, params_path(), inputs=[paths.TRAIN], resume_dir=paths.checkpoints_dir("sft")
+    ):
         ####  data: a seeded subset of the train split (SFT only has to teach the format)
         rows = read_records(paths.TRAIN)
         random.Random(base.seed).shuffle(rows)
@@ -48,4 +51,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,4 +1,4 @@
-"""Real tracking/orchestration servers for tests: started on 127.0.0.1 with a free port, always stopped after."""
+"""Real servers for tests: started on 127.0.0.1 on a free port, waited for until healthy, always stopped."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -22,65 +20,89 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
                     return
         except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} not healthy after {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop the server and everything it spawned (uvicorn workers): its own process group."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+class Server:
+    """A running server: `uri` to give clients, `stop()` to stop it early (e.g. mid-run in a test)."""
+
+    def __init__(self, uri: str, proc: subprocess.Popen) -> None:
+        self.uri, self.proc = uri, proc
+
+    def stop(self) -> None:
+        stop(self.proc)
 
 
 @contextmanager
-def _server(cmd: list[str], health_url: str, log: Path, env: dict[str, str], timeout: float) -> Iterator[None]:
-    with open(log, "w") as out:
-        # own process group: the servers start workers, and stopping must take them all down
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        _wait_healthy(health_url, proc, log, timeout)
-        yield
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+def mlflow_server(tmp_path: Path) -> Iterator[Server]:
+    """`mlflow server` on 127.0.0.1:<free port> with a sqlite store and artifacts under `tmp_path`.
 
-
-@contextmanager
-def mlflow_server(root: Path, timeout: float = 60) -> Iterator[str]:
-    """`mlflow server` with a sqlite store and local artifacts under `root`; yields its http URI."""
+    Yields a Server (`.uri`, `.stop()`); the server is stopped on exit in every case.
+    """
     port = free_port()
-    root.mkdir(parents=True, exist_ok=True)
+    mlflow = Path(sys.executable).with_name("mlflow")
     cmd = [
-        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
+        str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination", str(tmp_path / "server-artifacts"),
     ]
-    uri = f"http://127.0.0.1:{port}"
-    with _server(cmd, f"{uri}/health", root / "mlflow-server.log", dict(os.environ), timeout):
-        yield uri
+    log = open(tmp_path / "mlflow-server.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        wait_healthy(f"{uri}/health", proc)
+        yield Server(uri, proc)
+    finally:
+        stop(proc)
+        log.close()
 
 
 @contextmanager
-def prefect_server(root: Path, timeout: float = 90) -> Iterator[str]:
-    """`prefect server start` with its own PREFECT_HOME under `root`; yields its API URL."""
+def prefect_server(tmp_path: Path) -> Iterator[Server]:
+    """`prefect server start` on 127.0.0.1:<free port> with its own PREFECT_HOME under `tmp_path`.
+
+    Yields a Server whose `.uri` is the API URL (`http://127.0.0.1:<port>/api`); stopped on exit in every case.
+    """
     port = free_port()
-    root.mkdir(parents=True, exist_ok=True)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
-        "PREFECT_HOME": str(root / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # no telemetry (and no network here)
         "PREFECT_SERVER_UI_ENABLED": "false",
     }
     env.pop("PREFECT_API_URL", None)
-    cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    api = f"http://127.0.0.1:{port}/api"
-    with _server(cmd, f"{api}/health", root / "prefect-server.log", env, timeout):
-        yield api
+    prefect = Path(sys.executable).with_name("prefect")
+    cmd = [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    log = open(tmp_path / "prefect-server.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path, env=env)
+    try:
+        api = f"http://127.0.0.1:{port}/api"
+        wait_healthy(f"{api}/health", proc)
+        yield Server(api, proc)
+    finally:
+        stop(proc)
+        log.close()

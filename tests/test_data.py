@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -104,3 +105,47 @@ def test_split_is_deterministic_for_a_seed(gsm8k_dir):
 def test_real_gsm8k_loads_all_rows(gsm8k_dir):
     assert len(load_split(gsm8k_dir, "train")) == 7473
     assert len(load_split(gsm8k_dir, "test")) == 1319
+
+
+# One bad input per row: (lines of train.jsonl, problem kind, the message naming file:line and the problem).
+GOOD = json.dumps(NATALIA)
+BAD_INPUTS = [
+    # A download cut short: the last line stops mid-string, with no newline.
+    ("truncated_line", [GOOD, GOOD[:50].encode()], "bad_json", r"train.jsonl:2: invalid JSON \(Unterminated string"),
+    ("non_utf8_byte", [GOOD, b'{"question": "caf\xe9", "answer": "x\\n#### 1"}\n'], "not_utf8",
+     r"train.jsonl:2: not valid UTF-8"),
+    ("missing_field", [GOOD, json.dumps({"question": "How many?"})], "missing_field",
+     r"train.jsonl:2: missing or empty field 'answer'"),
+    ("no_final_marker", [GOOD, json.dumps({"question": "q", "answer": "it is 5"})], "bad_answer",
+     r"train.jsonl:2: no '####' final-answer marker"),
+    ("duplicated_question", [GOOD, json.dumps({**NATALIA, "answer": "other\n#### 7"})], "duplicate",
+     r"train.jsonl:2: duplicated question \(same as line 1\)"),
+    ("not_an_object", [GOOD, "[1, 2]"], "not_an_object", r"train.jsonl:2: expected a JSON object, got list"),
+]
+
+
+@pytest.mark.parametrize(("case", "lines", "problem", "message"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_load_split_bad_input_stops_naming_line(tmp_path, case, lines, problem, message):
+    with pytest.raises(DataError, match=message) as err:
+        load_split(write(tmp_path, "train.jsonl", lines), "train")
+    assert err.value.problem == problem
+
+
+@pytest.mark.parametrize(("case", "lines", "problem", "message"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_load_split_bad_input_skipped_and_counted(tmp_path, case, lines, problem, message):
+    skipped: Counter[str] = Counter()
+    rows = load_split(write(tmp_path, "train.jsonl", lines), "train", skip_bad_rows=True, skipped=skipped)
+    assert len(rows) == 1 and rows[0].answer == "72"
+    assert skipped == {f"train.{problem}": 1}
+
+
+def test_load_split_empty_file_is_error_even_when_skipping(tmp_path):
+    (tmp_path / "train.jsonl").write_text("\n\n")
+    with pytest.raises(DataError, match="train.jsonl: no rows"):
+        load_split(tmp_path, "train", skip_bad_rows=True)
+
+
+def test_load_split_all_rows_bad_is_error_when_skipping(tmp_path):
+    write(tmp_path, "train.jsonl", ["{", "[]"])
+    with pytest.raises(DataError, match="no rows"):
+        load_split(tmp_path, "train", skip_bad_rows=True, skipped=Counter())

@@ -235,7 +235,9 @@ def test_flow_against_real_prefect_and_mlflow_servers(runs, tmp_path):
     import httpx
     from mlflow.tracking import MlflowClient
 
-    with prefect_server(tmp_path / "prefect") as api, mlflow_server(tmp_path / "mlflow") as tracking:
+    (tmp_path / "mlflow").mkdir()
+    with prefect_server(tmp_path / "prefect") as prefect, mlflow_server(tmp_path / "mlflow") as mlflow:
+        api, tracking = prefect.uri, mlflow.uri
         env = {**os.environ, "PREFECT_API_URL": api, "MLFLOW_TRACKING_URI": tracking}
         overrides = [a for o in [*TINY, "evaluate.num_questions=1"] for a in ("--set", o)]
         cmd = [sys.executable, "-m", "flows.pipeline", "run", "--profile", "profiles/smoke.yaml", *overrides,

@@ -17,6 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
+def dvc_env(work: Path) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    env.pop("REASONING_RL_PARAMS", None)
+    return env
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, gsm8k_dir):
     """Run the smoke pipeline once in a scratch copy of the project; return (workdir, wall seconds)."""
@@ -28,12 +38,7 @@ def smoke_run(tmp_path_factory, gsm8k_dir):
     params = yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text())
     params["prepare"]["data_dir"] = str(gsm8k_dir)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    env.pop("REASONING_RL_PARAMS", None)
+    env = dvc_env(work)
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=work, check=True, env=env)
     start = time.perf_counter()
     proc = subprocess.run(["dvc", "repro"], cwd=work, env=env, capture_output=True, text=True)
@@ -128,6 +133,32 @@ def test_pipeline_mlflow_stores_adapters(smoke_run):
         (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.stage = '{stage}'")
         names = {f.path for f in client.list_artifacts(run.info.run_id, "adapter")}
         assert "adapter/adapter_model.safetensors" in names
+
+
+def test_pipeline_mlflow_runs_are_traceable(smoke_run):
+    """Each stage run names the git commit, the tree state, the DVC md5 of its inputs and package versions."""
+    import mlflow
+
+    work, _ = smoke_run
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("reasoning-rl")
+    lock = yaml.safe_load((work / "dvc.lock").read_text())
+    for run in client.search_runs([experiment.experiment_id], filter_string="tags.role = 'stage'"):
+        tags, stage = run.data.tags, run.data.tags["stage"]
+        assert {"git_commit", "git_dirty", "params_md5", "version.torch", "version.transformers"} <= set(tags)
+        for dep in lock["stages"][stage]["deps"]:
+            if f"dvc_md5.{dep['path']}" in tags:  # data inputs (code deps are covered by git_commit)
+                assert tags[f"dvc_md5.{dep['path']}"] == dep["md5"], (stage, dep["path"])
+        assert any(k.startswith("dvc_md5.") for k in tags), stage
+
+
+def test_pipeline_repro_on_unchanged_tree_does_nothing(smoke_run):
+    work, _ = smoke_run
+    proc = subprocess.run(["dvc", "repro"], cwd=work, env=dvc_env(work), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Running stage" not in proc.stdout, proc.stdout[-2000:]
+    for stage in ("prepare", "sft", "grpo", "evaluate"):
+        assert f"Stage '{stage}' didn't change, skipping" in proc.stdout
 
 
 def test_pipeline_smoke_under_ten_minutes(smoke_run):
