@@ -12,6 +12,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import torch
+
 from reasoning_rl.config import GrpoConfig
 from reasoning_rl.rewards import completion_text, register
 from reasoning_rl.training import train_grpo
@@ -62,6 +64,7 @@ def main() -> None:
         "world_size": accelerator.num_processes,
         "global_step": trainer.state.global_step,
         "wrapped": type(trainer.model_wrapped).__name__,
+        "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
         "prompts_seen": sorted(set(PROMPTS_SEEN)),
         "lora_sha256": lora_hash(trainer.model),
         # generation ran with eager attention; training must get SDPA back

@@ -1,5 +1,9 @@
-"""The GRPO training function under `accelerate launch --num_processes 2 --cpu` (gloo): both ranks train, in
-step, and one adapter is saved. The same code path as multi-GPU DDP (configs/accelerate/ddp.yaml)."""
+"""The GRPO training function under `accelerate launch` with 2 CPU processes (gloo): both ranks train, in
+step, and one adapter is saved. The same code path as multi-GPU DDP (configs/accelerate/ddp.yaml).
+
+accelerate 1.15 launches several `--cpu` processes only through mpirun (it needs an MPI hostfile), so the test
+uses the torchrun launcher (`--multi_gpu`) with CUDA hidden: each process then runs on the CPU with gloo.
+"""
 
 from __future__ import annotations
 
@@ -40,10 +44,11 @@ def launched(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
         "OMP_NUM_THREADS": "1",  # two processes on the same cores
+        "CUDA_VISIBLE_DEVICES": "",  # CPU processes and gloo even where a GPU exists
     }
     accelerate = Path(sys.executable).parent / "accelerate"
     cmd = [
-        str(accelerate), "launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
+        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
         str(ROOT / "tests" / "grpo_multiprocess_entry.py"),
         "--model-dir", str(model_dir), "--adapter", str(adapter_dir), "--out", str(out),
@@ -60,8 +65,10 @@ def test_accelerate_launch_two_ranks_both_train(launched):
     assert [m["rank"] for m in markers] == [0, 1]
     assert all(m["world_size"] == 2 for m in markers)
     assert all(m["global_step"] == 2 for m in markers)
-    assert all(m["wrapped"] == "DistributedDataParallel" for m in markers)
+    assert all(m["wrapped"] == "DistributedDataParallel" and m["backend"] == "gloo" for m in markers)
+    # Each rank sampled and scored its own share of the prompts (2 per step here, groups not split).
     assert all(m["prompts_seen"] for m in markers), "a rank scored no completions"
+    assert not set(markers[0]["prompts_seen"]) & set(markers[1]["prompts_seen"])
     assert all(m["attention_after"] == "sdpa" for m in markers)
     # DDP all-reduces the gradients: after two steps both ranks hold bit-identical LoRA weights.
     assert markers[0]["lora_sha256"] == markers[1]["lora_sha256"]
