@@ -26,27 +26,36 @@ import torch
 from reasoning_rl import paths
 from reasoning_rl.config import GrpoConfig
 from reasoning_rl.data import read_records
+from reasoning_rl.modeling import pick_dtype
 from reasoning_rl.training import train_grpo, write_json
+from stages.common import load_params
 
 # What a user gets from TRL when only the algorithm is set: fp32 weights and math, TRL's
 # gradient_checkpointing=True, one generation batch per optimizer step, one attention kernel (SDPA).
 TRL_DEFAULTS = {
     "dtype": "float32",
-    "grpo": {"gradient_checkpointing": True, "steps_per_generation": None, "generation_attention": None},
+    "grpo": {
+        "gradient_checkpointing": True,
+        "steps_per_generation": None,
+        "generation_attention": None,
+        "generation_threads": None,
+    },
 }
-# This project's defaults (params.yaml): bf16 weights and autocast, no checkpointing, eager attention while
-# sampling (SDPA for the full-sequence training pass).
+SPEED_KEYS = ("gradient_checkpointing", "steps_per_generation", "generation_attention", "generation_threads")
+# This project's defaults, read from params.yaml: bf16 weights and autocast (base.dtype auto on this CPU), no
+# checkpointing, eager attention and one thread while sampling (SDPA and all threads for training).
+_DEFAULTS = load_params(Path("params.yaml"))
 TUNED = {
-    "dtype": "bfloat16",
-    "grpo": {"gradient_checkpointing": False, "steps_per_generation": None, "generation_attention": "eager"},
+    "dtype": _DEFAULTS.base.dtype,
+    "grpo": {key: getattr(_DEFAULTS.grpo, key) for key in SPEED_KEYS},
 }
 # Candidates measured while tuning; kept only if they beat TUNED (see docs/scaling.md).
 VARIANTS = {
     "trl_defaults": TRL_DEFAULTS,
     "tuned": TUNED,
-    "tuned_sdpa_generation": {"dtype": "bfloat16", "grpo": {**TUNED["grpo"], "generation_attention": None}},
-    "tuned_2_steps_per_generation": {"dtype": "bfloat16", "grpo": {**TUNED["grpo"], "steps_per_generation": 2}},
-    "tuned_1_generation_thread": {"dtype": "bfloat16", "grpo": {**TUNED["grpo"], "generation_threads": 1}},
+    "tuned_sdpa_generation": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "generation_attention": None}},
+    "tuned_2_steps_per_generation": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "steps_per_generation": 2}},
+    "tuned_all_threads_generation": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "generation_threads": None}},
 }
 
 
@@ -79,7 +88,7 @@ def run_variant(name: str, args: argparse.Namespace, rows: list[dict]) -> dict:
 
     return {
         "variant": name,
-        "dtype": spec["dtype"],
+        "dtype": f"{spec['dtype']} ({str(pick_dtype(spec['dtype'])).removeprefix('torch.')})",
         "grpo": {k: getattr(cfg, k) for k in spec["grpo"]},
         "steps": trainer.state.global_step,
         "train_runtime_s": round(runtime, 1),
