@@ -188,10 +188,10 @@ class GrpoConfig:
         steps_per_generation (int | None, None): forward/backward micro-steps served by one generation round
             (TRL's name); null = TRL's default, gradient_accumulation_steps (one generation per optimizer
             step). Above that, one round of sampling serves several optimizer steps (slightly off-policy).
-        generation_attention (str | None, "eager"): attention kernel while sampling ("eager" or "sdpa"),
-            training keeps SDPA; null = the same kernel for both. Eager decodes faster on CPU (README).
-        generation_threads (int | None, None): CPU threads while sampling (torch.set_num_threads), training
-            keeps torch's default; null = the default throughout. One-token decode steps are matmuls too
+        generation_attention (str | None, "eager"): CPU only: attention kernel while sampling ("eager" or
+            "sdpa"), training keeps SDPA; null = the same kernel for both. Eager decodes faster on CPU (README).
+        generation_threads (int | None, None): CPU only: threads while sampling (torch.set_num_threads),
+            training keeps torch's default; null = the default throughout. One-token decode steps are matmuls too
             small to share between threads, and on a shared CPU idle-spinning OpenMP workers stall them.
         use_vllm (bool, False): generate with vLLM (CUDA only): in-process with the unsloth backend
             (`fast_inference`), else TRL's vLLM integration in `vllm_mode`.

@@ -193,7 +193,6 @@ def train_grpo(
         data_seed=seed,
         disable_tqdm=False,
     )
-    generation_attention = None if (cfg.use_vllm or backend == "unsloth") else cfg.generation_attention
     trainer = grpo_trainer_class()(
         model=model,
         reward_funcs=get_reward_funcs(cfg.reward_funcs),
@@ -201,8 +200,8 @@ def train_grpo(
         train_dataset=dataset,
         processing_class=tokenizer,
     )
-    trainer.generation_attention = generation_attention
-    trainer.generation_threads = None if on_gpu else cfg.generation_threads
+    if not on_gpu:  # CPU knobs (measured on CPU only; on a GPU, SDPA/flash kernels and threads are not the issue)
+        trainer.generation_attention, trainer.generation_threads = cfg.generation_attention, cfg.generation_threads
     history = HistoryCallback(trainer)
     trainer.add_callback(history)
     trainer.train()
@@ -232,8 +231,10 @@ def grpo_trainer_class() -> type:
             try:
                 return super()._generate_single_turn(*args, **kwargs)
             finally:
-                net.set_attn_implementation(training_attention)
-                torch.set_num_threads(training_threads)
+                if self.generation_attention is not None:
+                    net.set_attn_implementation(training_attention)
+                if self.generation_threads is not None:
+                    torch.set_num_threads(training_threads)
 
     return GrpoTrainer
 
