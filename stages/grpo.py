@@ -47,10 +47,19 @@ def main() -> None:
         out = paths.adapter_dir("grpo")
         with timed(metrics):
             trainer, history = train_grpo(
-                cfg, base.model, base.dtype, base.seed, rows, paths.adapter_dir("sft"), paths.checkpoints_dir("grpo")
+                cfg,
+                base.model,
+                base.dtype,
+                base.seed,
+                rows,
+                paths.adapter_dir("sft"),
+                paths.checkpoints_dir("grpo"),
+                backend=base.backend,
             )
 
-        ####  save the adapter (safetensors) and metrics
+        ####  save the adapter (safetensors) and metrics: under `accelerate launch`, rank 0 alone writes
+        if not trainer.accelerator.is_main_process:
+            return
         shutil.rmtree(out, ignore_errors=True)
         trainer.model.save_pretrained(out, safe_serialization=True)
         steps = trainer.state.global_step
