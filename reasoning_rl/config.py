@@ -311,14 +311,24 @@ class EvaluateConfig:
         max_new_tokens (int, 256): generation cap; a truncated completion is scored as it stands.
         models (list[str], ["base", "sft", "grpo"]): which models to evaluate; `champion` adds the adapter
             registered in MLflow as reasoning-rl-grpo@champion (see reasoning_rl/registry.py).
+        samples_k (int, 0): sampled completions per question for pass@k (unbiased, Chen et al. 2021) and maj@k;
+            0 = greedy only. Each sample costs about one more greedy pass, so k = 4 makes the stage ~5x longer.
+        temperature (float, 0.8): sampling temperature for samples_k (top_k 0, top_p 1: the untruncated
+            distribution). Chen et al. (arXiv 2107.03374) found T = 0.8 best for pass@100 and 0.2 for pass@1.
     """
 
     num_questions: int | None = None
     batch_size: int = 64
     max_new_tokens: int = 256
     models: tuple[str, ...] = ("base", "sft", "grpo")
+    samples_k: int = 0
+    temperature: float = 0.8
 
     def __post_init__(self) -> None:
+        if self.samples_k < 0:
+            raise ValueError(f"evaluate.samples_k ({self.samples_k}) must be >= 0 (0 = greedy only)")
+        if self.temperature <= 0:
+            raise ValueError(f"evaluate.temperature ({self.temperature}) must be > 0")
         if self.num_questions is not None and self.num_questions < 1:
             raise ValueError(f"evaluate.num_questions ({self.num_questions}) must be >= 1 or null")
         _positive("evaluate", batch_size=self.batch_size, max_new_tokens=self.max_new_tokens)

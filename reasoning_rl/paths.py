@@ -43,3 +43,5 @@ def eval_samples(model: str) -> Path:
 
 
 EVAL_TABLE = REPORTS / "eval_table.md"
+REPORT = REPORTS / "report.html"  # the self-contained evaluation report (written by the evaluate stage)
+EVAL_REPORT_METRICS = METRICS / "eval_report.json"  # its numbers: paired tests, accuracy by difficulty

@@ -1,7 +1,9 @@
 """Evaluate base, SFT and GRPO on the same GSM8K test questions with the same prompt and answer parser.
 
 Run: python -m stages.evaluate   (reads params.yaml: base, evaluate)
-Writes metrics/eval_<model>.json (dvc metrics), reports/eval_samples_<model>.jsonl and reports/eval_table.md.
+Writes metrics/eval_<model>.json (dvc metrics), reports/eval_samples_<model>.jsonl, reports/eval_table.md, and
+the HTML report (reports/report.html, with its numbers in metrics/eval_report.json; see reasoning_rl/report.py).
+With evaluate.samples_k > 0 each model also samples k completions per question for pass@k and maj@k.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ import os
 import tempfile
 from pathlib import Path
 
+import torch
+
 from reasoning_rl import paths
 from reasoning_rl.data import read_records
-from reasoning_rl.evaluation import generate_greedy, score, summarize
+from reasoning_rl.evaluation import generate_greedy, generate_sampled, score, summarize
+from reasoning_rl.metrics import summarize_sampled, trace_diagnostics
 from reasoning_rl.modeling import load_model
 from reasoning_rl.registry import DEFAULT_ALIAS, download_adapter
-from reasoning_rl.tracking import file_sha256, log_artifacts, log_metrics, set_tags, stage_run
+from reasoning_rl.report import load_inputs, render_html
+from reasoning_rl.tracking import file_sha256, git_state, log_artifacts, log_metrics, set_tags, stage_run
 from reasoning_rl.training import write_json
 from stages.common import load_params, params_path, run, setup_logging
 
@@ -85,7 +91,16 @@ def main() -> None:
             ####  generate greedily and score with the reward parser
             gens, seconds = generate_greedy(model, lm.tokenizer, prompts, cfg.batch_size, cfg.max_new_tokens, name)
             verdicts = score(gens, golds)
-            metrics = summarize(verdicts, seconds)
+            metrics = summarize(verdicts, seconds) | trace_diagnostics([g.text for g in gens])
+
+            ####  sample k completions per question for pass@k and maj@k (off when samples_k is 0)
+            sampled: list[list[str]] = [[] for _ in rows]
+            if cfg.samples_k:
+                torch.manual_seed(base.seed)
+                per_question, _ = generate_sampled(model, lm.tokenizer, prompts, cfg.samples_k, cfg.temperature,
+                                                   cfg.batch_size, cfg.max_new_tokens, f"{name} x{cfg.samples_k}")
+                sampled = [[g.text for g in gens_q] for gens_q in per_question]
+                metrics |= summarize_sampled(sampled, golds)
             results[name] = metrics
 
             ####  write metrics and per-question samples
@@ -93,9 +108,9 @@ def main() -> None:
             samples = paths.eval_samples(name)
             samples.parent.mkdir(parents=True, exist_ok=True)
             with open(samples, "w", encoding="utf-8") as fh:
-                for row, gen, verdict in zip(rows, gens, verdicts, strict=True):
+                for row, gen, verdict, extra in zip(rows, gens, verdicts, sampled, strict=True):
                     record = {"id": row["id"], "question": row["question"], "gold": row["answer"],
-                              "completion": gen.text, **verdict}
+                              "completion": gen.text, **verdict, **({"samples": extra} if extra else {})}
                     fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             log_metrics({f"{name}/{k}": v for k, v in metrics.items()})
             log_artifacts(samples, "samples")
@@ -104,6 +119,17 @@ def main() -> None:
         set_tags(run_tags)
         paths.EVAL_TABLE.write_text(markdown_table(results))
         log_artifacts(paths.EVAL_TABLE)
+
+        ####  the HTML report (GRPO curves from the MLflow run that trained the evaluated adapter, if any)
+        report_inputs = load_inputs(list(cfg.models), paths.eval_samples, paths.eval_metrics, paths.TEST,
+                             paths.train_history("grpo"), run_tags.get("adapter_sha256.grpo"))
+        meta = {"question set": question_set, "git": git_state()["git_commit"][:10]}
+        page, summary = render_html(**report_inputs, meta=meta)
+        paths.REPORT.write_text(page, encoding="utf-8")
+        write_json(paths.EVAL_REPORT_METRICS, summary)
+        log_metrics({f"p_exact/{p['a']}_vs_{p['b']}": p["p_exact"] for p in summary["paired"].values()})
+        log_artifacts(paths.REPORT)
+        log.info("report: %s (GRPO curves from %s)", paths.REPORT, report_inputs["history_source"])
     print(paths.EVAL_TABLE.read_text())
 
 

@@ -32,6 +32,8 @@ def test_params_files_validate(path):
         ("sft", {"lora_dropout": 1.5}, r"sft.lora_dropout \(1.5\)"),
         ("evaluate", {"models": ["base", "gpt4"]}, r"evaluate.models"),
         ("evaluate", {"num_questions": 0}, r"evaluate.num_questions \(0\)"),
+        ("evaluate", {"samples_k": -1}, r"evaluate.samples_k \(-1\)"),
+        ("evaluate", {"temperature": 0.0}, r"evaluate.temperature \(0.0\)"),
         ("prepare", {"val_size": 0}, r"prepare.val_size \(0\)"),
         ("base", {"dtype": "int8"}, r"base.dtype \('int8'\)"),
     ],

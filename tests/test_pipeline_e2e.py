@@ -86,6 +86,9 @@ def test_pipeline_grpo_adapter_moved_from_sft(smoke_run):
         ("metrics/eval_base.json", {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "format_rate",
                                     "mean_completion_tokens", "questions", "tokens_per_second"}),
         ("metrics/eval_grpo.json", {"accuracy", "format_rate", "questions"}),
+        # smoke samples_k = 2: sampling metrics and the trace diagnostics
+        ("metrics/eval_sft.json", {"pass@1", "pass@2", "maj@2", "mean_think_words", "no_answer_block_rate"}),
+        ("metrics/eval_report.json", {"paired", "by_difficulty", "models", "history_source"}),
     ],
 )
 def test_pipeline_metrics_have_keys(smoke_run, path, keys):
@@ -97,6 +100,15 @@ def test_pipeline_eval_samples_one_per_question(smoke_run):
     work, _ = smoke_run
     lines = (work / "reports/eval_samples_sft.jsonl").read_text().splitlines()
     assert len(lines) == 16 and {"question", "gold", "completion", "correct"} <= set(json.loads(lines[0]))
+
+
+def test_pipeline_report_pairs_every_model_and_reads_curves_from_mlflow(smoke_run):
+    work, _ = smoke_run
+    report = json.loads((work / "metrics/eval_report.json").read_text())
+    assert set(report["paired"]) == {"base vs sft", "base vs grpo", "sft vs grpo"}
+    assert report["history_source"].startswith("MLflow run")  # the GRPO run is found by its adapter's sha256
+    page = (work / "reports/report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "McNemar" in page
 
 
 def test_pipeline_grpo_history_logs_each_reward(smoke_run):
@@ -121,6 +133,7 @@ def test_pipeline_mlflow_has_four_linked_stage_runs(smoke_run):
     assert "rewards/correctness/mean" in by_stage["grpo"].data.metrics
     grpo_history = client.get_metric_history(by_stage["grpo"].info.run_id, "rewards/format/mean")
     assert [m.step for m in grpo_history] == [1, 2]
+    assert "report.html" in {f.path for f in client.list_artifacts(by_stage["evaluate"].info.run_id)}
 
 
 def test_pipeline_mlflow_stores_adapters(smoke_run):
