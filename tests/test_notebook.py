@@ -18,7 +18,7 @@ def test_grpo_notebook_executes(gsm8k_dir, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     nb = nbformat.read(ROOT / "grpo_reasoning.ipynb", as_version=4)
-    # 300 s per cell: the slowest cell samples 4 x 48 tokens with SmolLM2 on a shared CPU (~20 s here)
+    # 300 s per cell: generous, for shared CPUs (the whole notebook took 228 s here with four other jobs running)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     outputs = "".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
     assert "the reference solution would earn: {'format': 1.0, 'correctness': 1.0}" in outputs
