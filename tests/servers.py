@@ -57,6 +57,23 @@ class Server:
 
 
 @contextmanager
+def _running(
+    cmd: list[str], uri: str, health: str, log_file: Path, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """Start `cmd` in its own process group, wait for `health` to answer 200, yield a Server, always stop it."""
+    log = open(log_file, "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=log_file.parent, env=env
+    )
+    try:
+        wait_healthy(health, proc)
+        yield Server(uri, proc)
+    finally:
+        stop(proc)
+        log.close()
+
+
+@contextmanager
 def mlflow_server(tmp_path: Path) -> Iterator[Server]:
     """`mlflow server` on 127.0.0.1:<free port> with a sqlite store and artifacts under `tmp_path`.
 
@@ -69,15 +86,9 @@ def mlflow_server(tmp_path: Path) -> Iterator[Server]:
         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
         "--artifacts-destination", str(tmp_path / "server-artifacts"),
     ]
-    log = open(tmp_path / "mlflow-server.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
-    try:
-        uri = f"http://127.0.0.1:{port}"
-        wait_healthy(f"{uri}/health", proc)
-        yield Server(uri, proc)
-    finally:
-        stop(proc)
-        log.close()
+    uri = f"http://127.0.0.1:{port}"
+    with _running(cmd, uri, f"{uri}/health", tmp_path / "mlflow-server.log") as server:
+        yield server
 
 
 @contextmanager
@@ -97,12 +108,6 @@ def prefect_server(tmp_path: Path) -> Iterator[Server]:
     env.pop("PREFECT_API_URL", None)
     prefect = Path(sys.executable).with_name("prefect")
     cmd = [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    log = open(tmp_path / "prefect-server.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path, env=env)
-    try:
-        api = f"http://127.0.0.1:{port}/api"
-        wait_healthy(f"{api}/health", proc)
-        yield Server(api, proc)
-    finally:
-        stop(proc)
-        log.close()
+    api = f"http://127.0.0.1:{port}/api"
+    with _running(cmd, api, f"{api}/health", tmp_path / "prefect-server.log", env) as server:
+        yield server
