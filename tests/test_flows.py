@@ -197,7 +197,7 @@ def test_registry_alias_points_at_registered_version(runs):
 
     client = MlflowClient(f"sqlite:///{runs['work'] / 'mlflow.db'}")
     version = client.get_model_version_by_alias("reasoning-rl-grpo", "champion")
-    assert version.version == runs["version"] and version.run_id == runs["best"].grpo_run_id
+    assert str(version.version) == runs["version"] and version.run_id == runs["best"].grpo_run_id
 
 
 def test_evaluate_stage_loads_champion_by_alias(runs):
