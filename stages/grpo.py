@@ -58,6 +58,7 @@ def main() -> None:
             )
 
         ####  save the adapter (safetensors) and metrics: under `accelerate launch`, rank 0 alone writes
+        trainer.accelerator.wait_for_everyone()  # all ranks are done with the checkpoints rank 0 removes below
         if not trainer.accelerator.is_main_process:
             return
         shutil.rmtree(out, ignore_errors=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -71,8 +72,10 @@ def main() -> None:
         "attention_after": trainer.model.get_base_model().config._attn_implementation,
         "saved_adapter": False,
     }
+    accelerator.wait_for_everyone()  # every rank has written its checkpoint files (RNG state) before rank 0 cleans up
     if accelerator.is_main_process:
         trainer.model.save_pretrained(out / "adapter", safe_serialization=True)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # as the stage does once training finished
         marker["saved_adapter"] = True
     (out / f"rank{accelerator.process_index}.json").write_text(json.dumps(marker, indent=2))
     accelerator.wait_for_everyone()
