@@ -22,13 +22,13 @@ class AdapterModel(PythonModel):
     """Base model + LoRA adapter, merged; answers GSM8K-style questions greedily in the project's format."""
 
     def load_context(self, context) -> None:
-        from reasoning_rl.modeling import load_model
+        from reasoning_rl.modeling import DECODE_ATTENTION, load_model
 
         config = context.model_config or {}
         self.max_new_tokens = int(config.get("max_new_tokens", 256))
         lm = load_model(
             config["base_model"], config.get("dtype", "auto"), adapter=context.artifacts["adapter"],
-            attn_implementation="eager",
+            attn_implementation=DECODE_ATTENTION,
         )
         self.model = lm.model.merge_and_unload()
         self.tokenizer = lm.tokenizer

@@ -17,7 +17,7 @@ T = TypeVar("T")
 DTYPES = ("auto", "bfloat16", "float32", "float16")
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
 BACKENDS = ("auto", "plain", "unsloth")
-ATTENTION = ("eager", "sdpa")
+ATTENTION = ("grouped_eager", "eager", "sdpa")  # grouped_eager: reasoning_rl/attention.py
 VLLM_MODES = ("colocate", "server")
 
 
@@ -197,8 +197,10 @@ class GrpoConfig:
         steps_per_generation (int | None, None): forward/backward micro-steps served by one generation round
             (TRL's name); null = TRL's default, gradient_accumulation_steps (one generation per optimizer
             step). Above that, one round of sampling serves several optimizer steps (slightly off-policy).
-        generation_attention (str | None, "eager"): CPU only: attention kernel while sampling ("eager" or
-            "sdpa"), training keeps SDPA; null = the same kernel for both. Eager decodes faster on CPU (README).
+        generation_attention (str | None, "grouped_eager"): CPU only: attention kernel while sampling
+            ("grouped_eager", "eager" or "sdpa"), training keeps SDPA; null = the same kernel for both.
+            grouped_eager (eager without the per-step KV-cache copies, reasoning_rl/attention.py) decodes
+            fastest on CPU (docs/scaling.md).
         generation_threads (int | None, None): CPU only: threads while sampling (torch.set_num_threads),
             training keeps torch's default; null = the default throughout. One-token decode steps are matmuls too
             small to share between threads, and on a shared CPU idle-spinning OpenMP workers stall them.
@@ -229,7 +231,7 @@ class GrpoConfig:
     max_prompt_length: int = 256
     gradient_checkpointing: bool = False
     steps_per_generation: int | None = None
-    generation_attention: str | None = "eager"
+    generation_attention: str | None = "grouped_eager"
     generation_threads: int | None = None
     use_vllm: bool = False
     vllm_mode: str = "colocate"

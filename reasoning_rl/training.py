@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from reasoning_rl import attention
 from reasoning_rl.config import GrpoConfig, SftConfig
 from reasoning_rl.modeling import (
     load_model,
@@ -308,6 +309,8 @@ def grpo_trainer_class() -> type:
             net = net.get_base_model() if hasattr(net, "get_base_model") else net
             training_attention, training_threads = net.config._attn_implementation, torch.get_num_threads()
             if self.generation_attention is not None:
+                if self.generation_attention == attention.NAME:
+                    attention.register()
                 net.set_attn_implementation(self.generation_attention)
             if self.generation_threads is not None:
                 torch.set_num_threads(self.generation_threads)

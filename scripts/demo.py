@@ -23,7 +23,7 @@ import torch
 from reasoning_rl import paths
 from reasoning_rl.data import build_prompt
 from reasoning_rl.formatting import extract_answer_lenient, parse_completion
-from reasoning_rl.modeling import EMBEDDED_MODEL, load_model
+from reasoning_rl.modeling import DECODE_ATTENTION, EMBEDDED_MODEL, load_model
 from reasoning_rl.rewards import REWARD_FUNCS
 
 MODELS = ("base", "sft", "grpo", "champion")
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         adapter = adapter_path(args.model, Path(scratch), args.adapter)
-        lm = load_model(args.base_model, args.dtype, adapter=adapter, attn_implementation="eager")
+        lm = load_model(args.base_model, args.dtype, adapter=adapter, attn_implementation=DECODE_ATTENTION)
         model = lm.model.merge_and_unload() if adapter is not None else lm.model
         print(f"-- {args.model} ({lm.path}{f' + {adapter}' if adapter else ''})", flush=True)
         if args.question:

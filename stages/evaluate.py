@@ -21,7 +21,7 @@ from reasoning_rl import paths
 from reasoning_rl.data import read_records
 from reasoning_rl.evaluation import generate_greedy, generate_sampled, score, summarize
 from reasoning_rl.metrics import summarize_sampled, trace_diagnostics
-from reasoning_rl.modeling import load_model
+from reasoning_rl.modeling import DECODE_ATTENTION, load_model
 from reasoning_rl.registry import DEFAULT_ALIAS, download_adapter
 from reasoning_rl.report import load_inputs, render_html
 from reasoning_rl.tracking import file_sha256, git_state, log_artifacts, log_metrics, set_tags, stage_run
@@ -85,7 +85,7 @@ def main() -> None:
         log_metrics({"questions": len(rows)})
         for name, adapter in adapters.items():
             ####  load: the base weights, plus the adapter merged in
-            lm = load_model(base.model, base.dtype, adapter=adapter, attn_implementation="eager")
+            lm = load_model(base.model, base.dtype, adapter=adapter, attn_implementation=DECODE_ATTENTION)
             model = lm.model.merge_and_unload() if adapter is not None else lm.model  # unmerged LoRA decodes ~2x slower
 
             ####  generate greedily and score with the reward parser

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -13,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from scripts.scratch_project import scratch_project
+
 pytestmark = pytest.mark.slow
 
 
@@ -30,16 +30,8 @@ def dvc_env(work: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, gsm8k_dir):
     """Run the smoke pipeline once in a scratch copy of the project; return (workdir, wall seconds)."""
-    work = tmp_path_factory.mktemp("pipeline")
-    for name in ("stages", "reasoning_rl"):
-        shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-    # The data dependency is ../shared/data/gsm8k relative to the project; point it at the real folder.
-    (work / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text().replace("../shared/data/gsm8k", str(gsm8k_dir)))
-    params = yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text())
-    params["prepare"]["data_dir"] = str(gsm8k_dir)
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    work = scratch_project(tmp_path_factory.mktemp("pipeline"), gsm8k_dir, "profiles/smoke.yaml")
     env = dvc_env(work)
-    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=work, check=True, env=env)
     start = time.perf_counter()
     proc = subprocess.run(["dvc", "repro"], cwd=work, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
