@@ -43,7 +43,7 @@ TRL_DEFAULTS = {
 }
 SPEED_KEYS = ("gradient_checkpointing", "steps_per_generation", "generation_attention", "generation_threads")
 # This project's defaults, read from params.yaml: bf16 weights and autocast (base.dtype auto on this CPU), no
-# checkpointing, eager attention and one thread while sampling (SDPA and all threads for training).
+# checkpointing, grouped_eager attention while sampling (SDPA for training), all threads.
 _DEFAULTS = load_params(Path("params.yaml"))
 TUNED = {
     "dtype": _DEFAULTS.base.dtype,
@@ -54,8 +54,9 @@ VARIANTS = {
     "trl_defaults": TRL_DEFAULTS,
     "tuned": TUNED,
     "tuned_sdpa_generation": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "generation_attention": None}},
+    "tuned_eager_generation": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "generation_attention": "eager"}},
     "tuned_2_steps_per_generation": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "steps_per_generation": 2}},
-    "tuned_all_threads_generation": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "generation_threads": None}},
+    "tuned_one_thread_generation": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "generation_threads": 1}},
 }
 
 
@@ -125,9 +126,23 @@ def summarize(results: list[dict], baseline: str) -> list[dict]:
             }
         )
     base = next(r for r in rows if r["variant"] == baseline)
+    base_rewards = [x for r in results if r["variant"] == baseline for x in r["reward_per_step"]]
     for row in rows:
         row["speedup_vs_" + baseline] = round(base["seconds_per_step"] / row["seconds_per_step"], 2)
+        rewards = [x for r in results if r["variant"] == row["variant"] for x in r["reward_per_step"]]
+        if row["variant"] != baseline and len(rewards) == len(base_rewards) > 1:
+            row["reward_vs_" + baseline] = paired_reward_difference(rewards, base_rewards)
     return rows
+
+
+def paired_reward_difference(rewards: list[float], baseline: list[float]) -> dict[str, float]:
+    """Mean per-step reward difference and a paired t-test p-value (step i saw the same prompts in both)."""
+    from scipy.stats import ttest_rel
+
+    diff = sum(a - b for a, b in zip(rewards, baseline, strict=True)) / len(rewards)
+    same = all(a == b for a, b in zip(rewards, baseline, strict=True))
+    p_value = 1.0 if same else float(ttest_rel(rewards, baseline).pvalue)
+    return {"mean_difference": round(diff, 4), "paired_t_p": round(p_value, 4)}
 
 
 def table(rows: list[dict], baseline: str) -> str:
@@ -157,6 +172,7 @@ def main() -> None:
     parser.add_argument("--adapter", default=str(paths.adapter_dir("sft")), help="SFT adapter to start from")
     parser.add_argument("--train", default=str(paths.TRAIN), help="prepared train.jsonl")
     parser.add_argument("--out", default=str(paths.REPORTS / "bench_grpo_cpu.json"))
+    parser.add_argument("--note", default="", help="stored with the result (e.g. whether the CPU was idle)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -188,13 +204,18 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "python": platform.python_version(),
-            "note": "CPU shared with other jobs: timings are noisy",
+            "note": args.note,
         },
         "runs": results,
         "summary": summary,
     }
     write_json(Path(args.out), payload)
     print(table(summary, baseline))
+    for row in summary:
+        if "reward_vs_" + baseline in row:
+            cmp = row["reward_vs_" + baseline]
+            print(f"{row['variant']}: reward per step {cmp['mean_difference']:+.3f} vs {baseline} "
+                  f"(same prompts step by step; paired t-test p = {cmp['paired_t_p']:.3f})")
     print(f"wrote {args.out}")
 
 

@@ -95,7 +95,7 @@ def test_gpu_profiles_validate_and_use_unsloth_with_vllm(path):
     assert params.grpo.use_vllm and params.grpo.vllm_mode == "colocate"
 
 
-@pytest.mark.parametrize(("attention", "threads"), [("eager", 1), (None, None)])
+@pytest.mark.parametrize(("attention", "threads"), [("grouped_eager", None), ("eager", 1), (None, None)])
 def test_grpo_trainer_generation_settings_apply_and_restore(monkeypatch, attention, threads):
     """Sampling runs with `generation_attention`/`generation_threads`; training gets its own back after."""
     from tiny_models import tiny_llama
