@@ -201,6 +201,9 @@ class GrpoConfig:
             ("grouped_eager", "eager" or "sdpa"), training keeps SDPA; null = the same kernel for both.
             grouped_eager (eager without the per-step KV-cache copies, reasoning_rl/attention.py) decodes
             fastest on CPU (docs/scaling.md).
+        merged_sampling (bool, False): CPU only: sample from a plain copy of the policy with the current LoRA
+            merged in (refreshed from the base weights every step, so nothing drifts) instead of running the
+            adapter's extra ops on every decode step; training still uses the PEFT model.
         generation_threads (int | None, None): CPU only: threads while sampling (torch.set_num_threads),
             training keeps torch's default; null = the default throughout. One-token decode steps are matmuls too
             small to share between threads, and on a shared CPU idle-spinning OpenMP workers stall them.
@@ -233,6 +236,7 @@ class GrpoConfig:
     steps_per_generation: int | None = None
     generation_attention: str | None = "grouped_eager"
     generation_threads: int | None = None
+    merged_sampling: bool = False
     use_vllm: bool = False
     vllm_mode: str = "colocate"
     vllm_gpu_memory_utilization: float = 0.5

@@ -286,6 +286,7 @@ def train_grpo(
     )
     if not on_gpu:  # CPU knobs (measured on CPU only; on a GPU, SDPA/flash kernels and threads are not the issue)
         trainer.generation_attention, trainer.generation_threads = cfg.generation_attention, cfg.generation_threads
+        trainer.merged_sampling = cfg.merged_sampling
     history = HistoryCallback(trainer)
     trainer.add_callback(history)
     _train(trainer, output_dir)
@@ -303,11 +304,17 @@ def grpo_trainer_class() -> type:
     class GrpoTrainer(GRPOTrainer):
         generation_attention: str | None = None
         generation_threads: int | None = None
+        merged_sampling: bool = False
+        _sampler: Any = None
 
         def _generate_single_turn(self, *args, **kwargs):
-            net = self.accelerator.unwrap_model(self.model)
-            net = net.get_base_model() if hasattr(net, "get_base_model") else net
+            policy = self.accelerator.unwrap_model(self.model)
+            net = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
             training_attention, training_threads = net.config._attn_implementation, torch.get_num_threads()
+            swap = self.merged_sampling and hasattr(policy, "get_base_model")
+            if swap:  # sample from a plain copy with the current LoRA merged in (no adapter ops per decode step)
+                wrapped, self._sampler = self.model_wrapped, merged_copy(policy, self._sampler)
+                net = self.model_wrapped = self._sampler
             if self.generation_attention is not None:
                 if self.generation_attention == attention.NAME:
                     attention.register()
@@ -317,12 +324,40 @@ def grpo_trainer_class() -> type:
             try:
                 return super()._generate_single_turn(*args, **kwargs)
             finally:
+                if swap:
+                    self.model_wrapped = wrapped
                 if self.generation_attention is not None:
                     net.set_attn_implementation(training_attention)
                 if self.generation_threads is not None:
                     torch.set_num_threads(training_threads)
 
     return GrpoTrainer
+
+
+def merged_copy(policy: Any, copy: Any = None) -> Any:
+    """A plain (PEFT-free) model whose weights are `policy`'s base weights plus its current LoRA deltas.
+
+    Built once (`copy=None`), then refreshed in place each call: only the LoRA-wrapped linears change, and each
+    is recomputed from the untouched base weight (W + scale * B @ A in fp32, then cast), so nothing drifts.
+    """
+    from peft.tuners.lora import LoraLayer
+    from transformers import AutoModelForCausalLM
+
+    base = policy.get_base_model()
+    if copy is None:
+        copy = AutoModelForCausalLM.from_config(base.config, dtype=base.dtype)
+        state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
+        copy.load_state_dict(state, strict=False)
+        copy.eval().requires_grad_(False)
+        copy.generation_config = base.generation_config
+    modules = dict(copy.named_modules())
+    with torch.no_grad():
+        for name, module in base.named_modules():
+            if isinstance(module, LoraLayer) and module.active_adapters:
+                weight = module.get_base_layer().weight
+                delta = sum(module.get_delta_weight(a).float() for a in module.active_adapters if a in module.lora_A)
+                modules[name].weight.copy_((weight.float() + delta).to(weight.dtype))
+    return copy
 
 
 def summarize_history(history: list[dict[str, float]], keys: list[str], window: int = 5) -> dict[str, float]:

@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-completion-length", type=int, default=160)
     parser.add_argument("--generation-threads", type=int, default=None, help="default: all threads")
     parser.add_argument("--generation-attention", default="grouped_eager")
+    parser.add_argument("--merged-sampling", action=argparse.BooleanOptionalAction, default=False,
+                        help="sample from a merged copy of the LoRA policy (grpo.merged_sampling)")
     parser.add_argument("--adapter", default=str(paths.adapter_dir("sft")))
     args = parser.parse_args(argv)
 
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = replace(params.grpo, max_steps=args.steps, max_completion_length=args.max_completion_length,
                   per_device_train_batch_size=16, num_generations=4, learning_rate=3e-5, temperature=0.9,
                   logging_steps=1, save_steps=10_000, generation_threads=args.generation_threads,
-                  generation_attention=args.generation_attention)
+                  generation_attention=args.generation_attention, merged_sampling=args.merged_sampling)
     sampling: list[float] = []
     make_trainer = training.grpo_trainer_class
 
@@ -54,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         _, history = training.train_grpo(cfg, params.base.model, params.base.dtype, params.base.seed, rows,
                                          Path(args.adapter), Path(tmp), backend="plain")
     steps = [h for h in history.history if "step_time" in h]
-    print(f"threads while sampling: {args.generation_threads or 'all'}, attention: {args.generation_attention}")
+    print(f"threads while sampling: {args.generation_threads or 'all'}, attention: {args.generation_attention}, "
+          f"merged sampling: {args.merged_sampling}")
     print("| step | sampling s | step s | rest s | mean completion tokens |\n|---|---|---|---|---|")
     for i, (gen, h) in enumerate(zip(sampling, steps, strict=False), 1):
         print(f"| {i} | {gen:.1f} | {h['step_time']:.1f} | {h['step_time'] - gen:.1f} | "
