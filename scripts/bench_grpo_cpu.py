@@ -39,11 +39,14 @@ TRL_DEFAULTS = {
         "steps_per_generation": None,
         "generation_attention": None,
         "generation_threads": None,
+        "merged_sampling": False,
     },
 }
-SPEED_KEYS = ("gradient_checkpointing", "steps_per_generation", "generation_attention", "generation_threads")
+SPEED_KEYS = ("gradient_checkpointing", "steps_per_generation", "generation_attention", "generation_threads",
+              "merged_sampling")
 # This project's defaults, read from params.yaml: bf16 weights and autocast (base.dtype auto on this CPU), no
-# checkpointing, grouped_eager attention while sampling (SDPA for training), all threads.
+# checkpointing, grouped_eager attention while sampling (SDPA for training), all threads, sampling from a
+# merged copy of the LoRA policy.
 _DEFAULTS = load_params(Path("params.yaml"))
 TUNED = {
     "dtype": _DEFAULTS.base.dtype,
@@ -56,6 +59,7 @@ VARIANTS = {
     "tuned_sdpa_generation": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "generation_attention": None}},
     "tuned_eager_generation": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "generation_attention": "eager"}},
     "tuned_2_steps_per_generation": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "steps_per_generation": 2}},
+    "tuned_unmerged_sampling": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "merged_sampling": False}},
     "tuned_one_thread_generation": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "generation_threads": 1}},
 }
 
