@@ -347,7 +347,11 @@ def merged_copy(policy: Any, copy: Any = None) -> Any:
     if copy is None:
         copy = AutoModelForCausalLM.from_config(base.config, dtype=base.dtype)
         state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
-        copy.load_state_dict(state, strict=False)
+        loaded = copy.load_state_dict(state, strict=False)  # strict=False: a tied LM head may be absent
+        tied = {"lm_head.weight"} if getattr(base.config, "tie_word_embeddings", False) else set()
+        if loaded.unexpected_keys or set(loaded.missing_keys) - tied:
+            raise RuntimeError(f"merged_copy: base weights do not map onto a plain {type(copy).__name__}: "
+                               f"missing {loaded.missing_keys}, unexpected {loaded.unexpected_keys}")
         copy.eval().requires_grad_(False)
         copy.generation_config = base.generation_config
     modules = dict(copy.named_modules())
