@@ -205,8 +205,8 @@ class GrpoConfig:
             merged in (refreshed from the base weights every step, so nothing drifts) instead of running the
             adapter's extra ops on every decode step; training still uses the PEFT model.
         generation_threads (int | None, None): CPU only: threads while sampling (torch.set_num_threads),
-            training keeps torch's default; null = the default throughout. One-token decode steps are matmuls too
-            small to share between threads, and on a shared CPU idle-spinning OpenMP workers stall them.
+            training keeps torch's default; null = the default throughout. 1 helps only when other jobs share
+            the CPU; on an idle CPU sampling with one thread was slower (scripts/bench_grpo_phases.py).
         use_vllm (bool, False): generate with vLLM (CUDA only): in-process with the unsloth backend
             (`fast_inference`), else TRL's vLLM integration in `vllm_mode`.
         vllm_mode (str, "colocate"): "colocate" (vLLM shares the training GPU) or "server" (`trl vllm-serve`

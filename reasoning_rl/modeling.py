@@ -171,8 +171,8 @@ def load_model(
 
     For decoding on CPU pass `attn_implementation=DECODE_ATTENTION` ("grouped_eager", reasoning_rl/attention.py):
     eager attention without the per-step KV-cache copies. Eager already decoded 1.5x faster than SDPA here
-    (SDPA's CPU flash kernel dominates single-token steps), and grouped_eager 1.24x faster than eager at
-    batch 32 (docs/evaluation.md).
+    (SDPA's CPU flash kernel dominates single-token steps), and grouped_eager 1.17-1.43x faster than eager at
+    batch 32 in two runs of scripts/bench_eval_speed.py (docs/evaluation.md).
     """
     from transformers import AutoModelForCausalLM
 
