@@ -198,12 +198,22 @@ class GrpoConfig:
             (TRL's name); null = TRL's default, gradient_accumulation_steps (one generation per optimizer
             step). Above that, one round of sampling serves several optimizer steps (slightly off-policy).
         generation_attention (str | None, "grouped_eager"): CPU only: attention kernel while sampling
-            ("grouped_eager", "eager" or "sdpa"), training keeps SDPA; null = the same kernel for both.
+            ("grouped_eager", "eager" or "sdpa"); null = the training kernel (training_attention) for both.
             grouped_eager (eager without the per-step KV-cache copies, reasoning_rl/attention.py) decodes
             fastest on CPU (docs/scaling.md).
+        training_attention (str | None, None): CPU only: attention kernel of the policy's forward/backward
+            (same choices); null = as loaded (SDPA). grouped_eager's backward beat SDPA's CPU flash kernel
+            (scripts/bench_grpo_phases.py).
         merged_sampling (bool, False): CPU only: sample from a plain copy of the policy with the current LoRA
             merged in (refreshed from the base weights every step, so nothing drifts) instead of running the
             adapter's extra ops on every decode step; training still uses the PEFT model.
+        inverse_cdf_sampling (bool, False): CPU only: draw each sampled token by inverse CDF (one uniform
+            per row) instead of torch.multinomial's one exponential per vocabulary entry; same distribution
+            (reasoning_rl/sampling.py).
+        shared_prefix (bool, False): forward each group's prompt once in the training forward/backward and
+            index its KV cache out to the group's completions, instead of once per completion (same logits
+            and gradients, reasoning_rl/shared_prefix.py). Plain backend only; needs gradient_checkpointing
+            off (checkpointed layers drop the cache).
         generation_threads (int | None, None): CPU only: threads while sampling (torch.set_num_threads),
             training keeps torch's default; null = the default throughout. 1 helps only when other jobs share
             the CPU; on an idle CPU sampling with one thread was slower (scripts/bench_grpo_phases.py).
@@ -236,7 +246,10 @@ class GrpoConfig:
     steps_per_generation: int | None = None
     generation_attention: str | None = "grouped_eager"
     generation_threads: int | None = None
+    training_attention: str | None = None
     merged_sampling: bool = False
+    inverse_cdf_sampling: bool = False
+    shared_prefix: bool = False
     use_vllm: bool = False
     vllm_mode: str = "colocate"
     vllm_gpu_memory_utilization: float = 0.5
@@ -294,8 +307,15 @@ class GrpoConfig:
             raise ValueError(f"grpo.steps_per_generation ({self.steps_per_generation}) must be >= 1")
         if self.generation_attention is not None and self.generation_attention not in ATTENTION:
             raise ValueError(f"grpo.generation_attention ({self.generation_attention!r}) must be one of {ATTENTION}")
+        if self.training_attention is not None and self.training_attention not in ATTENTION:
+            raise ValueError(f"grpo.training_attention ({self.training_attention!r}) must be one of {ATTENTION}")
         if self.generation_threads is not None and self.generation_threads < 1:
             raise ValueError(f"grpo.generation_threads ({self.generation_threads}) must be >= 1 or null")
+        if self.shared_prefix and self.gradient_checkpointing:
+            raise ValueError(
+                "grpo.shared_prefix needs grpo.gradient_checkpointing: false (checkpointed layers run without a "
+                "KV cache, so the completions could not attend to the shared prompt)"
+            )
         if self.vllm_mode not in VLLM_MODES:
             raise ValueError(f"grpo.vllm_mode ({self.vllm_mode!r}) must be one of {VLLM_MODES}")
         if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:

@@ -6,6 +6,7 @@ complete checkpoint found there (the stage's tracking run removes checkpoints ma
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from reasoning_rl import attention
+from reasoning_rl import attention, sampling, shared_prefix
 from reasoning_rl.config import GrpoConfig, SftConfig
 from reasoning_rl.modeling import (
     load_model,
@@ -243,6 +244,10 @@ def train_grpo(
     )
     model, tokenizer = loaded.model, loaded.tokenizer
     tokenizer.padding_side = "left"  # decoder-only generation pads on the left
+    if cfg.training_attention is not None and not on_gpu and backend == "plain":
+        if cfg.training_attention == attention.NAME:
+            attention.register()
+        model.get_base_model().set_attn_implementation(cfg.training_attention)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in train_rows])
     args = GRPOConfig(
         output_dir=str(output_dir),
@@ -287,6 +292,9 @@ def train_grpo(
     if not on_gpu:  # CPU knobs (measured on CPU only; on a GPU, SDPA/flash kernels and threads are not the issue)
         trainer.generation_attention, trainer.generation_threads = cfg.generation_attention, cfg.generation_threads
         trainer.merged_sampling = cfg.merged_sampling
+        trainer.inverse_cdf_sampling = cfg.inverse_cdf_sampling
+    if backend == "plain":  # Unsloth computes its own training log-probs (and its own prefix grouping)
+        trainer.shared_prefix = cfg.shared_prefix
     history = HistoryCallback(trainer)
     trainer.add_callback(history)
     _train(trainer, output_dir)
@@ -305,7 +313,38 @@ def grpo_trainer_class() -> type:
         generation_attention: str | None = None
         generation_threads: int | None = None
         merged_sampling: bool = False
+        inverse_cdf_sampling: bool = False
+        shared_prefix: bool = False
         _sampler: Any = None
+
+        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                               batch_size=None, compute_entropy=False, compute_aux_loss=False,
+                                               **multimodal):
+            """TRL's per-token log-probs (and entropies), each group's prompt forwarded once (shared_prefix)."""
+            if not self.shared_prefix or compute_aux_loss or any(v is not None for v in multimodal.values()):
+                return super()._get_per_token_logps_and_entropies(
+                    model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+                    compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **multimodal)
+            from trl.trainer.utils import entropy_from_logits, selective_log_softmax
+
+            batch_size = batch_size or input_ids.size(0)  # TRL's memory chunking, kept
+            all_logps, all_entropies = [], []
+            for start in range(0, input_ids.size(0), batch_size):
+                ids, mask = input_ids[start:start + batch_size], attention_mask[start:start + batch_size]
+                logits = shared_prefix.completion_logits(model, ids, mask, logits_to_keep)
+                if logits is None:  # no prompt repeats in this chunk: the full-row forward, as TRL does it
+                    logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=logits_to_keep + 1,
+                                   use_cache=False).logits[:, :-1, :]
+                logits = logits / self.temperature  # from here on, TRL's own steps
+                all_logps.append(selective_log_softmax(logits, ids[:, -logits_to_keep:]))
+                if compute_entropy:
+                    if self._entropy_bonus_enabled:
+                        all_entropies.append(entropy_from_logits(logits))
+                    else:
+                        with torch.no_grad():
+                            all_entropies.append(entropy_from_logits(logits))
+            entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
+            return torch.cat(all_logps, dim=0), entropies, None
 
         def _generate_single_turn(self, *args, **kwargs):
             policy = self.accelerator.unwrap_model(self.model)
@@ -321,8 +360,10 @@ def grpo_trainer_class() -> type:
                 net.set_attn_implementation(self.generation_attention)
             if self.generation_threads is not None:
                 torch.set_num_threads(self.generation_threads)
+            draws = sampling.inverse_cdf_multinomial() if self.inverse_cdf_sampling else contextlib.nullcontext()
             try:
-                return super()._generate_single_turn(*args, **kwargs)
+                with draws:
+                    return super()._generate_single_turn(*args, **kwargs)
             finally:
                 if swap:
                     self.model_wrapped = wrapped

@@ -61,3 +61,20 @@ def test_load_model_registers_grouped_eager_by_name():
     config._attn_implementation = None
     loaded = AutoModelForCausalLM.from_config(config, attn_implementation=attention.NAME)
     assert loaded.config._attn_implementation == attention.NAME
+
+
+def test_grouped_eager_gradients_match_eager(batch):
+    """Training through grouped_eager (grpo.training_attention) gives eager's gradients."""
+    attention.register()
+    model = tiny_llama(seed=4).train()
+    ids, mask = batch
+    grads = {}
+    for name in ("eager", attention.NAME):
+        model.set_attn_implementation(name)
+        model.zero_grad()
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        logits[mask.bool()].logsumexp(-1).sum().backward()
+        grads[name] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert grads["eager"].keys() == grads[attention.NAME].keys()
+    for n, g in grads["eager"].items():
+        torch.testing.assert_close(grads[attention.NAME][n], g, rtol=1e-4, atol=1e-6, msg=n)

@@ -28,6 +28,8 @@ def test_params_files_validate(path):
         ("grpo", {"beta": -0.1}, r"grpo.beta \(-0.1\)"),
         ("grpo", {"epsilon_high": 0.1}, r"epsilon_high \(0.1\) must be >= grpo.epsilon"),
         ("grpo", {"reward_weights": [1.0]}, r"reward_weights has 1 values"),
+        ("grpo", {"training_attention": "flash"}, r"grpo.training_attention \('flash'\) must be one of"),
+        ("grpo", {"shared_prefix": True, "gradient_checkpointing": True}, r"grpo.shared_prefix needs grpo.gradient_"),
         ("sft", {"learning_rate": 0}, r"sft.learning_rate \(0.0\) must be > 0"),
         ("sft", {"lora_dropout": 1.5}, r"sft.lora_dropout \(1.5\)"),
         ("evaluate", {"models": ["base", "gpt4"]}, r"evaluate.models"),
