@@ -212,8 +212,8 @@ class GrpoConfig:
             (reasoning_rl/sampling.py).
         shared_prefix (bool, False): forward each group's prompt once in the training forward/backward and
             index its KV cache out to the group's completions, instead of once per completion (same logits
-            and gradients, reasoning_rl/shared_prefix.py). Plain backend only; needs gradient_checkpointing
-            off (checkpointed layers drop the cache).
+            and gradients, reasoning_rl/shared_prefix.py); with merged_sampling, prefill it once for sampling
+            too. Plain backend only; needs gradient_checkpointing off (checkpointed layers drop the cache).
         generation_threads (int | None, None): CPU only: threads while sampling (torch.set_num_threads),
             training keeps torch's default; null = the default throughout. 1 helps only when other jobs share
             the CPU; on an idle CPU sampling with one thread was slower (scripts/bench_grpo_phases.py).

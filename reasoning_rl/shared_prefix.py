@@ -32,12 +32,18 @@ def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[
     return first, inverse
 
 
-def completion_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int
-                      ) -> torch.Tensor | None:
-    """Logits predicting the last `logits_to_keep` tokens of each row, shape (rows, logits_to_keep, vocab).
+# Architectures whose causal-LM head is exactly `lm_head(final hidden state)` (no logit scaling or softcapping),
+# so the head can run once on the joined hidden states; others get the head through their own forward.
+PLAIN_HEAD_MODELS = ("llama", "mistral", "qwen2", "qwen3")
 
-    Equal to `model(input_ids, attention_mask, logits_to_keep=logits_to_keep + 1).logits[:, :-1]`, computed
-    with each distinct prompt forwarded once. None when no two rows share their prompt (nothing to gain).
+
+def completion_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
+                      temperature: float = 1.0) -> torch.Tensor | None:
+    """Logits / temperature predicting the last `logits_to_keep` tokens of each row: (rows, logits_to_keep, vocab).
+
+    Equal to `model(input_ids, attention_mask, logits_to_keep=logits_to_keep + 1).logits[:, :-1] / temperature`,
+    computed with each distinct prompt forwarded once. None when no two rows share their prompt (nothing to
+    gain).
     """
     from transformers import DynamicCache
 
@@ -49,12 +55,14 @@ def completion_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch
     if groups is None:
         return None
     first, inverse = groups
-    cache = DynamicCache(config=_config(model))
-    # Index tensors for logits_to_keep: the LM head then gets a contiguous input (a sliced 3-D input with
-    # autograd falls back to a batched matmul that copies the head's weight per row: ~50x slower on CPU).
-    last = torch.tensor([split - 1], device=input_ids.device)
-    prefix = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first], past_key_values=cache,
-                   use_cache=True, logits_to_keep=last)
+    net = _net(model)
+    head = net.get_output_embeddings()
+    plain_head = net.config.model_type in PLAIN_HEAD_MODELS and isinstance(head, torch.nn.Linear)
+    run = net.get_decoder() if plain_head else model  # the decoder returns hidden states, the model logits
+    extra = {} if plain_head else {"logits_to_keep": torch.tensor([split - 1], device=input_ids.device)}
+    cache = DynamicCache(config=net.config)
+    prefix = run(input_ids=prompt_ids[first], attention_mask=prompt_mask[first], past_key_values=cache,
+                 use_cache=True, **extra)
     cache = prefix.past_key_values
     if cache is None or cache.get_seq_length() != split:  # e.g. gradient checkpointing turns the cache off
         raise RuntimeError(
@@ -63,11 +71,47 @@ def completion_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch
         )
     cache.batch_select_indices(inverse)  # one prompt KV per row, differentiable indexing
     all_but_last = torch.arange(logits_to_keep - 1, device=input_ids.device)  # the last token predicts nothing
-    suffix = model(input_ids=input_ids[:, split:], attention_mask=attention_mask, past_key_values=cache,
-                   use_cache=True, logits_to_keep=all_but_last)
-    return torch.cat([prefix.logits[inverse], suffix.logits], dim=1)
+    if plain_head:  # one head matmul on the joined hidden states, temperature folded into them (cheap)
+        suffix = run(input_ids=input_ids[:, split:], attention_mask=attention_mask, past_key_values=cache,
+                     use_cache=True)
+        hidden = torch.cat([prefix.last_hidden_state[:, -1:][inverse], suffix.last_hidden_state[:, :-1]], dim=1)
+        return head(hidden / temperature)
+    # Index tensors for logits_to_keep: the LM head then gets a contiguous input (a sliced 3-D input with
+    # autograd falls back to a batched matmul that copies the head's weight per row: ~50x slower on CPU).
+    suffix = run(input_ids=input_ids[:, split:], attention_mask=attention_mask, past_key_values=cache,
+                 use_cache=True, logits_to_keep=all_but_last)
+    return torch.cat([prefix.logits[inverse], suffix.logits], dim=1) / temperature
+
+
+def _net(model: Any) -> Any:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _config(model: Any) -> Any:
-    net = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return net.config
+    return _net(model).config
+
+
+def prefilled_generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any
+                       ) -> torch.Tensor:
+    """`model.generate(input_ids, attention_mask, **kwargs)` with each distinct prompt prefilled once.
+
+    The distinct prompts, less their last token, go through the model once; their KV cache is indexed out to
+    every row and handed to `generate`, which then runs only the last prompt token and the new ones. Position
+    ids follow generate's own (counted over the attention mask), so the cache is the one generate would have
+    built. Falls back to a plain `generate` when no prompt repeats.
+    """
+    from transformers import DynamicCache
+
+    groups = prompt_groups(input_ids[:, :-1], attention_mask[:, :-1]) if input_ids.size(1) > 1 else None
+    generate = type(model).generate  # the class's: an instance may route its own `generate` here
+    if groups is None or "past_key_values" in kwargs:
+        return generate(model, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    first, inverse = groups
+    ids, mask = input_ids[first, :-1], attention_mask[first, :-1]
+    positions = (mask.long().cumsum(-1) - 1).masked_fill_(mask == 0, 1)  # as generate computes them
+    cache = DynamicCache(config=_config(model))
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+              logits_to_keep=1)
+    cache.batch_select_indices(inverse)
+    return generate(model, input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, **kwargs)

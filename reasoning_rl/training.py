@@ -7,6 +7,7 @@ complete checkpoint found there (the stage's tracking run removes checkpoints ma
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -331,11 +332,11 @@ def grpo_trainer_class() -> type:
             all_logps, all_entropies = [], []
             for start in range(0, input_ids.size(0), batch_size):
                 ids, mask = input_ids[start:start + batch_size], attention_mask[start:start + batch_size]
-                logits = shared_prefix.completion_logits(model, ids, mask, logits_to_keep)
+                logits = shared_prefix.completion_logits(model, ids, mask, logits_to_keep, self.temperature)
                 if logits is None:  # no prompt repeats in this chunk: the full-row forward, as TRL does it
                     logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=logits_to_keep + 1,
-                                   use_cache=False).logits[:, :-1, :]
-                logits = logits / self.temperature  # from here on, TRL's own steps
+                                   use_cache=False).logits[:, :-1, :] / self.temperature
+                # from here on, TRL's own steps
                 all_logps.append(selective_log_softmax(logits, ids[:, -logits_to_keep:]))
                 if compute_entropy:
                     if self._entropy_bonus_enabled:
@@ -354,6 +355,8 @@ def grpo_trainer_class() -> type:
             if swap:  # sample from a plain copy with the current LoRA merged in (no adapter ops per decode step)
                 wrapped, self._sampler = self.model_wrapped, merged_copy(policy, self._sampler)
                 net = self.model_wrapped = self._sampler
+                if self.shared_prefix:  # prefill each group's prompt once (TRL calls `generate` on the sampler)
+                    net.generate = functools.partial(shared_prefix.prefilled_generate, net)
             if self.generation_attention is not None:
                 if self.generation_attention == attention.NAME:
                     attention.register()

@@ -69,13 +69,21 @@ def test_prompt_groups_tells_apart_prompts_that_differ_only_in_padding():
     assert prompt_groups(ids, mask) is None
 
 
-def test_shared_prefix_logits_equal_the_full_row_forward(policy):
+@pytest.fixture(params=["joined_head", "model_head"])
+def head_path(request, monkeypatch):
+    """The head run once on joined hidden states (llama), or through the model's own forward (other models)."""
+    if request.param == "model_head":
+        monkeypatch.setattr("reasoning_rl.shared_prefix.PLAIN_HEAD_MODELS", ())
+    return request.param
+
+
+def test_shared_prefix_logits_equal_the_full_row_forward(policy, head_path):
     ids, mask = grouped_batch()
-    shared = completion_logits(policy, ids, mask, COMPLETION)
-    torch.testing.assert_close(shared, full_row_logits(policy, ids, mask), rtol=1e-5, atol=1e-5)
+    shared = completion_logits(policy, ids, mask, COMPLETION, temperature=0.7)
+    torch.testing.assert_close(shared, full_row_logits(policy, ids, mask) / 0.7, rtol=1e-5, atol=1e-5)
 
 
-def test_shared_prefix_gradients_equal_the_full_row_backward(policy):
+def test_shared_prefix_gradients_equal_the_full_row_backward(policy, head_path):
     ids, mask = grouped_batch()
     shared = lora_grads(policy, completion_logits(policy, ids, mask, COMPLETION), ids, mask)
     full = lora_grads(policy, full_row_logits(policy, ids, mask), ids, mask)
@@ -113,3 +121,35 @@ def test_grpo_trainer_log_probs_match_trls_own_with_shared_prefix(policy):
     assert logps.shape == (2 * GROUP, COMPLETION)
     torch.testing.assert_close(logps, trl_logps, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(entropy, trl_entropy, rtol=1e-5, atol=1e-5)
+
+
+def test_prefilled_generation_matches_plain_generation():
+    """Greedy decoding from a shared prefilled cache picks the same tokens as generate from scratch."""
+    from reasoning_rl.shared_prefix import prefilled_generate
+
+    model = tiny_llama(seed=5).eval()
+    ids, mask = grouped_batch()
+    prompts, prompt_mask = ids[:, :PROMPT], mask[:, :PROMPT]
+    kwargs = dict(max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None)
+    with torch.no_grad():
+        expected = model.generate(input_ids=prompts, attention_mask=prompt_mask, **kwargs)
+        got = prefilled_generate(model, prompts, prompt_mask, **kwargs)
+    assert torch.equal(got, expected)
+
+
+def test_grpo_trainer_prefills_shared_prompts_on_the_merged_sampler(monkeypatch, policy):
+    from trl import GRPOTrainer
+
+    import reasoning_rl.shared_prefix as shared_prefix
+    from reasoning_rl.training import grpo_trainer_class
+
+    calls = []
+    monkeypatch.setattr(shared_prefix, "prefilled_generate", lambda model, **kw: calls.append(model) or "ids")
+    monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", lambda self, *a, **k: self.model_wrapped.generate(
+        input_ids=None, attention_mask=None))
+    trainer = object.__new__(grpo_trainer_class())  # no __init__: only the generation wrapper is under test
+    trainer.model = trainer.model_wrapped = policy
+    trainer.accelerator = type("Acc", (), {"unwrap_model": staticmethod(lambda m: m)})()
+    trainer.merged_sampling = trainer.shared_prefix = True
+    assert trainer._generate_single_turn([[1, 2]], None, {}) == "ids"
+    assert calls and calls[0] is trainer._sampler
