@@ -321,8 +321,13 @@ def grpo_trainer_class() -> type:
         def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
                                                batch_size=None, compute_entropy=False, compute_aux_loss=False,
                                                **multimodal):
-            """TRL's per-token log-probs (and entropies), each group's prompt forwarded once (shared_prefix)."""
-            if not self.shared_prefix or compute_aux_loss or any(v is not None for v in multimodal.values()):
+            """TRL's per-token log-probs (and entropies), each group's prompt forwarded once (shared_prefix).
+
+            Single process only: under DDP or DeepSpeed the wrapped model's own forward runs (TRL's path).
+            """
+            wrapped = self.accelerator.unwrap_model(model) is not model  # DDP/DeepSpeed: keep their forward
+            if (not self.shared_prefix or wrapped or compute_aux_loss
+                    or any(v is not None for v in multimodal.values())):
                 return super()._get_per_token_logps_and_entropies(
                     model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
                     compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **multimodal)

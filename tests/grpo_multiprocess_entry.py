@@ -56,6 +56,7 @@ def main() -> None:
         learning_rate=1e-2,  # large, so the LoRA weights visibly move in 2 steps
         reward_funcs=("tiny_length",),
         generation_threads=1,  # two processes share the cores
+        shared_prefix=True,  # as params.yaml: under DDP the trainer must fall back to TRL's own forward
     )
     trainer, _ = train_grpo(cfg, args.model_dir, "float32", 0, rows, Path(args.adapter), out / "checkpoints")
 

@@ -110,6 +110,7 @@ def test_grpo_trainer_log_probs_match_trls_own_with_shared_prefix(policy):
 
     trainer = object.__new__(grpo_trainer_class())  # no __init__: only the log-prob computation is under test
     trainer.temperature, trainer._entropy_bonus_enabled = 0.9, False
+    trainer.accelerator = type("Acc", (), {"unwrap_model": staticmethod(lambda m: m), "is_main_process": True})()
     trainer.model_kwarg_keys = {"input_ids", "attention_mask", "logits_to_keep", "use_cache"}
     ids, mask = grouped_batch()
     results = {}
@@ -153,3 +154,18 @@ def test_grpo_trainer_prefills_shared_prompts_on_the_merged_sampler(monkeypatch,
     trainer.merged_sampling = trainer.shared_prefix = True
     assert trainer._generate_single_turn([[1, 2]], None, {}) == "ids"
     assert calls and calls[0] is trainer._sampler
+
+
+def test_grpo_trainer_keeps_trls_forward_for_a_wrapped_model(monkeypatch, policy):
+    """Under DDP/DeepSpeed (the accelerator unwraps to another object) the shared prefix stays off."""
+    import reasoning_rl.shared_prefix as shared_prefix
+    from reasoning_rl.training import grpo_trainer_class
+
+    monkeypatch.setattr(shared_prefix, "completion_logits", lambda *a, **k: pytest.fail("shared prefix used"))
+    trainer = object.__new__(grpo_trainer_class())
+    trainer.temperature, trainer._entropy_bonus_enabled, trainer.shared_prefix = 0.9, False, True
+    trainer.model_kwarg_keys = {"input_ids", "attention_mask", "logits_to_keep", "use_cache"}
+    trainer.accelerator = type("Acc", (), {"unwrap_model": staticmethod(lambda m: object()), "is_main_process": True})()
+    ids, mask = grouped_batch()
+    logps, _, _ = trainer._get_per_token_logps_and_entropies(policy, ids, mask, COMPLETION)
+    assert logps.shape == (2 * GROUP, COMPLETION)
