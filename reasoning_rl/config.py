@@ -210,6 +210,10 @@ class GrpoConfig:
         inverse_cdf_sampling (bool, False): CPU only: draw each sampled token by inverse CDF (one uniform
             per row) instead of torch.multinomial's one exponential per vocabulary entry; same distribution
             (reasoning_rl/sampling.py).
+        autocast_lora (bool, False): under bf16 autocast, skip PEFT's upcast of every LoRA input to the fp32
+            adapter weights' dtype (`peft.helpers.disable_input_dtype_casting`): autocast casts it straight back
+            to bf16 for the matmul, so the numbers are identical (tests/test_autocast_lora.py) and only the
+            copies go. The adapter weights and their optimizer stay fp32. No effect in fp32.
         shared_prefix (bool, False): forward each group's prompt once in the training forward/backward and
             index its KV cache out to the group's completions, instead of once per completion (same logits
             and gradients, reasoning_rl/shared_prefix.py); with merged_sampling, prefill it once for sampling
@@ -249,6 +253,7 @@ class GrpoConfig:
     training_attention: str | None = None
     merged_sampling: bool = False
     inverse_cdf_sampling: bool = False
+    autocast_lora: bool = False
     shared_prefix: bool = False
     use_vllm: bool = False
     vllm_mode: str = "colocate"

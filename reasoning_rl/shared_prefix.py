@@ -39,11 +39,11 @@ PLAIN_HEAD_MODELS = ("llama", "mistral", "qwen2", "qwen3")
 
 def completion_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
                       temperature: float = 1.0) -> torch.Tensor | None:
-    """Logits / temperature predicting the last `logits_to_keep` tokens of each row: (rows, logits_to_keep, vocab).
+    """fp32 logits / temperature predicting the last `logits_to_keep` tokens of each row: (rows, kept, vocab).
 
-    Equal to `model(input_ids, attention_mask, logits_to_keep=logits_to_keep + 1).logits[:, :-1] / temperature`,
-    computed with each distinct prompt forwarded once. None when no two rows share their prompt (nothing to
-    gain).
+    Equal to `model(input_ids, attention_mask, logits_to_keep=logits_to_keep + 1).logits[:, :-1].float() /
+    temperature`, computed with each distinct prompt forwarded once. None when no two rows share their prompt
+    (nothing to gain). Run it under the autocast the model trains with: the decoder is called directly.
     """
     from transformers import DynamicCache
 
@@ -71,16 +71,16 @@ def completion_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch
         )
     cache.batch_select_indices(inverse)  # one prompt KV per row, differentiable indexing
     all_but_last = torch.arange(logits_to_keep - 1, device=input_ids.device)  # the last token predicts nothing
-    if plain_head:  # one head matmul on the joined hidden states, temperature folded into them (cheap)
+    if plain_head:  # one head matmul on the joined hidden states
         suffix = run(input_ids=input_ids[:, split:], attention_mask=attention_mask, past_key_values=cache,
                      use_cache=True)
         hidden = torch.cat([prefix.last_hidden_state[:, -1:][inverse], suffix.last_hidden_state[:, :-1]], dim=1)
-        return head(hidden / temperature)
+        return head(hidden).float().div_(temperature)  # a fresh tensor, so dividing in place is safe
     # Index tensors for logits_to_keep: the LM head then gets a contiguous input (a sliced 3-D input with
     # autograd falls back to a batched matmul that copies the head's weight per row: ~50x slower on CPU).
     suffix = run(input_ids=input_ids[:, split:], attention_mask=attention_mask, past_key_values=cache,
                  use_cache=True, logits_to_keep=all_but_last)
-    return torch.cat([prefix.logits[inverse], suffix.logits], dim=1) / temperature
+    return torch.cat([prefix.logits[inverse], suffix.logits], dim=1).float().div_(temperature)
 
 
 def _net(model: Any) -> Any:

@@ -296,6 +296,7 @@ def train_grpo(
         trainer.inverse_cdf_sampling = cfg.inverse_cdf_sampling
     if backend == "plain":  # Unsloth computes its own training log-probs (and its own prefix grouping)
         trainer.shared_prefix = cfg.shared_prefix
+        trainer.autocast_lora = cfg.autocast_lora and args.bf16  # only autocast makes bf16 LoRA matmuls valid
     history = HistoryCallback(trainer)
     trainer.add_callback(history)
     _train(trainer, output_dir)
@@ -316,7 +317,17 @@ def grpo_trainer_class() -> type:
         merged_sampling: bool = False
         inverse_cdf_sampling: bool = False
         shared_prefix: bool = False
+        autocast_lora: bool = False
         _sampler: Any = None
+
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            """TRL's loss; with autocast_lora, PEFT does not upcast the LoRA inputs to fp32 (autocast runs bf16)."""
+            if not self.autocast_lora:
+                return super().compute_loss(model, inputs, *args, **kwargs)
+            from peft.helpers import disable_input_dtype_casting
+
+            with disable_input_dtype_casting(model):
+                return super().compute_loss(model, inputs, *args, **kwargs)
 
         def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
                                                batch_size=None, compute_entropy=False, compute_aux_loss=False,
@@ -337,7 +348,8 @@ def grpo_trainer_class() -> type:
             all_logps, all_entropies = [], []
             for start in range(0, input_ids.size(0), batch_size):
                 ids, mask = input_ids[start:start + batch_size], attention_mask[start:start + batch_size]
-                logits = shared_prefix.completion_logits(model, ids, mask, logits_to_keep, self.temperature)
+                with self.accelerator.autocast():  # what accelerate wraps the model's forward in (bf16=True)
+                    logits = shared_prefix.completion_logits(model, ids, mask, logits_to_keep, self.temperature)
                 if logits is None:  # no prompt repeats in this chunk: the full-row forward, as TRL does it
                     logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=logits_to_keep + 1,
                                    use_cache=False).logits[:, :-1, :] / self.temperature

@@ -43,14 +43,15 @@ TRL_DEFAULTS = {
         "shared_prefix": False,
         "inverse_cdf_sampling": False,
         "training_attention": None,
+        "autocast_lora": False,
     },
 }
 SPEED_KEYS = ("gradient_checkpointing", "steps_per_generation", "generation_attention", "generation_threads",
-              "merged_sampling", "shared_prefix", "inverse_cdf_sampling", "training_attention")
+              "merged_sampling", "shared_prefix", "inverse_cdf_sampling", "training_attention", "autocast_lora")
 # This project's defaults, read from params.yaml: bf16 weights and autocast (base.dtype auto on this CPU), no
 # checkpointing, grouped_eager attention while sampling (SDPA for training), all threads, sampling from a
 # merged copy of the LoRA policy, inverse-CDF token draws, grouped_eager for the training forward/backward too,
-# each group's prompt forwarded once in training (shared prefix).
+# each group's prompt forwarded once in training (shared prefix), LoRA matmuls in bf16 under autocast.
 _DEFAULTS = load_params(Path("params.yaml"))
 TUNED = {
     "dtype": _DEFAULTS.base.dtype,
@@ -66,6 +67,7 @@ VARIANTS = {
     "tuned_unmerged_sampling": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "merged_sampling": False}},
     "tuned_torch_multinomial": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "inverse_cdf_sampling": False}},
     "tuned_sdpa_training": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "training_attention": None}},
+    "tuned_fp32_lora_inputs": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "autocast_lora": False}},
     "tuned_unshared_prefix": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "shared_prefix": False}},
     "tuned_one_thread_generation": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "generation_threads": 1}},
 }

@@ -1,6 +1,7 @@
 """Where a GRPO step's time goes on CPU: sampling, the loss forward and the backward, per step.
 
 Run: python -m scripts.bench_grpo_phases [--no-merged-sampling] [--no-shared-prefix] [--no-inverse-cdf-sampling]
+     [--no-autocast-lora]
      [--generation-threads 1] [--generation-attention eager] [--training-attention sdpa] [--steps 3]
 
 Runs `training.train_grpo` (the stage's function) with the tuned settings from params.yaml (the defaults of
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
                         default=params.grpo.inverse_cdf_sampling,
                         help="inverse-CDF token draws (grpo.inverse_cdf_sampling)")
     parser.add_argument("--training-attention", default=params.grpo.training_attention)
+    parser.add_argument("--autocast-lora", action=argparse.BooleanOptionalAction, default=params.grpo.autocast_lora,
+                        help="LoRA matmuls in bf16 under autocast (grpo.autocast_lora)")
     parser.add_argument("--adapter", default=str(paths.adapter_dir("sft")))
     args = parser.parse_args(argv)
 
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
                   logging_steps=1, save_steps=10_000, generation_threads=args.generation_threads,
                   generation_attention=args.generation_attention, merged_sampling=args.merged_sampling,
                   shared_prefix=args.shared_prefix, inverse_cdf_sampling=args.inverse_cdf_sampling,
-                  training_attention=args.training_attention)
+                  training_attention=args.training_attention, autocast_lora=args.autocast_lora)
     times: dict[str, list[float]] = {"sampling": [], "loss forward": [], "backward": []}
     make_trainer = training.grpo_trainer_class
 
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"threads while sampling: {args.generation_threads or 'all'}, attention: sampling "
           f"{args.generation_attention}, training {args.training_attention or 'sdpa'}; merged sampling: "
           f"{args.merged_sampling}, inverse-CDF draws: {args.inverse_cdf_sampling}, "
-          f"shared prefix: {args.shared_prefix}")
+          f"shared prefix: {args.shared_prefix}, autocast LoRA: {args.autocast_lora}")
     print("| step | sampling s | loss forward s | backward s | step s | rest s | mean completion tokens |\n"
           "|---|---|---|---|---|---|---|")
     for i, (gen, fwd, bwd, h) in enumerate(zip(*times.values(), steps, strict=False), 1):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -23,6 +25,12 @@ def policy():
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.1)
     return model.train()
+
+
+def fake_accelerator(unwrap=lambda m: m, autocast=contextlib.nullcontext):
+    """What the trainer's log-prob code asks of accelerate's Accelerator."""
+    return type("Acc", (), {"unwrap_model": staticmethod(unwrap), "autocast": staticmethod(autocast),
+                            "is_main_process": True})()
 
 
 def grouped_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +118,7 @@ def test_grpo_trainer_log_probs_match_trls_own_with_shared_prefix(policy):
 
     trainer = object.__new__(grpo_trainer_class())  # no __init__: only the log-prob computation is under test
     trainer.temperature, trainer._entropy_bonus_enabled = 0.9, False
-    trainer.accelerator = type("Acc", (), {"unwrap_model": staticmethod(lambda m: m), "is_main_process": True})()
+    trainer.accelerator = fake_accelerator()
     trainer.model_kwarg_keys = {"input_ids", "attention_mask", "logits_to_keep", "use_cache"}
     ids, mask = grouped_batch()
     results = {}
@@ -165,7 +173,36 @@ def test_grpo_trainer_keeps_trls_forward_for_a_wrapped_model(monkeypatch, policy
     trainer = object.__new__(grpo_trainer_class())
     trainer.temperature, trainer._entropy_bonus_enabled, trainer.shared_prefix = 0.9, False, True
     trainer.model_kwarg_keys = {"input_ids", "attention_mask", "logits_to_keep", "use_cache"}
-    trainer.accelerator = type("Acc", (), {"unwrap_model": staticmethod(lambda m: object()), "is_main_process": True})()
+    trainer.accelerator = fake_accelerator(unwrap=lambda m: object())
     ids, mask = grouped_batch()
     logps, _, _ = trainer._get_per_token_logps_and_entropies(policy, ids, mask, COMPLETION)
     assert logps.shape == (2 * GROUP, COMPLETION)
+
+
+def test_grpo_trainer_shared_prefix_matches_trl_under_bf16_autocast(policy):
+    """As accelerate prepares a bf16 model on CPU (forward under autocast, fp32 outputs): same fp32 log-probs."""
+    from accelerate.utils import convert_outputs_to_fp32
+
+    from reasoning_rl.training import grpo_trainer_class
+
+    policy.to(torch.bfloat16)
+    for name, param in policy.named_parameters():
+        if "lora_" in name:
+            param.data = param.data.float()  # PEFT keeps adapter weights in fp32
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    policy.forward = convert_outputs_to_fp32(autocast()(policy.forward))  # accelerate's prepare_model
+    trainer = object.__new__(grpo_trainer_class())
+    trainer.temperature, trainer._entropy_bonus_enabled = 0.9, False
+    trainer.model_kwarg_keys = {"input_ids", "attention_mask", "logits_to_keep", "use_cache"}
+    trainer.accelerator = fake_accelerator(autocast=autocast)
+    ids, mask = grouped_batch()
+    autocast_on = []
+    layer = policy.get_base_model().model.layers[0]
+    layer.register_forward_pre_hook(lambda *_: autocast_on.append(torch.is_autocast_enabled("cpu")))
+    results = {}
+    for shared in (False, True):
+        trainer.shared_prefix = shared
+        results[shared] = trainer._get_per_token_logps_and_entropies(policy, ids, mask, COMPLETION)[0]
+    assert autocast_on == [True, True, True]  # TRL's one forward, then the prompts' and the completions'
+    assert results[True].dtype == results[False].dtype == torch.float32
+    torch.testing.assert_close(results[True], results[False], rtol=0, atol=0.05)  # bf16 rounding only
