@@ -304,10 +304,11 @@ def train_grpo(
 
 
 def grpo_trainer_class() -> type:
-    """TRL's GRPOTrainer, sampling with its own attention kernel and CPU thread count (None = unchanged).
+    """TRL's GRPOTrainer with this project's CPU speed knobs (each off unless train_grpo sets it from GrpoConfig).
 
-    On this CPU eager attention decodes faster than SDPA, whose flash kernel dominates one-token steps, but
-    SDPA is faster for the full-sequence forward/backward; see scripts/bench_grpo_cpu.py for the figures.
+    Sampling: its own attention kernel and thread count, a merged copy of the LoRA policy, inverse-CDF token
+    draws, each group's prompt prefilled once. Training: the shared-prefix forward and no fp32 upcast of LoRA
+    inputs under autocast. docs/scaling.md has what each one saves; scripts/bench_grpo_cpu.py measures them.
     """
     from trl import GRPOTrainer
 
