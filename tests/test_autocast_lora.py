@@ -5,22 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reasoning_rl.training import LORA_TARGETS
-from tests.tiny_models import tiny_llama
+from tests.tiny_models import tiny_lora_policy
 
 
 @pytest.fixture
 def policy():
     """A tiny bf16 PEFT policy (fp32 adapter weights, PEFT's default) whose LoRA is not a no-op."""
-    from peft import LoraConfig, get_peft_model
-
-    model = get_peft_model(tiny_llama(seed=0).to(torch.bfloat16),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS))
-    torch.manual_seed(1)
-    for name, param in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.1)
-    return model.train()
+    return tiny_lora_policy(torch.bfloat16).train()
 
 
 def lora_layers(model):

@@ -5,21 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reasoning_rl.training import LORA_TARGETS, merged_copy
-from tests.tiny_models import tiny_llama
+from reasoning_rl.training import merged_copy
+from tests.tiny_models import tiny_lora_policy
 
 
 @pytest.fixture
 def policy():
     """A tiny PEFT policy whose LoRA is not a no-op (B != 0)."""
-    from peft import LoraConfig, get_peft_model
-
-    model = get_peft_model(tiny_llama(seed=0), LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS))
-    torch.manual_seed(1)
-    for name, param in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.1)
-    return model
+    return tiny_lora_policy()
 
 
 IDS = torch.randint(3, 64, (2, 10), generator=torch.Generator().manual_seed(2))

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from reasoning_rl.shared_prefix import completion_logits, prompt_groups
-from reasoning_rl.training import LORA_TARGETS
-from tests.tiny_models import tiny_llama
+from tests.tiny_models import tiny_llama, tiny_lora_policy
 
 PROMPT, COMPLETION, GROUP = 7, 5, 3
 
@@ -17,14 +16,7 @@ PROMPT, COMPLETION, GROUP = 7, 5, 3
 @pytest.fixture
 def policy():
     """A tiny GQA PEFT policy in training mode whose LoRA is not a no-op (B != 0)."""
-    from peft import LoraConfig, get_peft_model
-
-    model = get_peft_model(tiny_llama(seed=0), LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS))
-    torch.manual_seed(1)
-    for name, param in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.1)
-    return model.train()
+    return tiny_lora_policy().train()
 
 
 def fake_accelerator(unwrap=lambda m: m, autocast=contextlib.nullcontext):

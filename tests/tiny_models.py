@@ -40,3 +40,20 @@ def tiny_tokenizer(*, chat_template: bool = True):
     if chat_template:
         tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
     return tok
+
+
+def tiny_lora_policy(dtype: torch.dtype = torch.float32):
+    """`tiny_llama` with a LoRA on every projection whose B is non-zero (so the adapter is not a no-op).
+
+    The base weights take `dtype`; the adapter weights stay fp32, as PEFT keeps them.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    from reasoning_rl.training import LORA_TARGETS
+
+    model = get_peft_model(tiny_llama(seed=0).to(dtype), LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS))
+    torch.manual_seed(1)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)
+    return model
