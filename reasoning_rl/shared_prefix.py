@@ -59,10 +59,15 @@ def completion_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch
     head = net.get_output_embeddings()
     plain_head = net.config.model_type in PLAIN_HEAD_MODELS and isinstance(head, torch.nn.Linear)
     run = net.get_decoder() if plain_head else model  # the decoder returns hidden states, the model logits
-    extra = {} if plain_head else {"logits_to_keep": torch.tensor([split - 1], device=input_ids.device)}
+    # Otherwise the model's own head, told which positions to keep by index tensors: the head then gets a
+    # contiguous input (a sliced 3-D input with autograd falls back to a batched matmul that copies the head's
+    # weight once per row: ~50x slower on CPU).
+    keep_last = {} if plain_head else {"logits_to_keep": torch.tensor([split - 1], device=input_ids.device)}
+    keep_all_but_last = {} if plain_head else {  # the last token predicts nothing
+        "logits_to_keep": torch.arange(logits_to_keep - 1, device=input_ids.device)}
     cache = DynamicCache(config=net.config)
     prefix = run(input_ids=prompt_ids[first], attention_mask=prompt_mask[first], past_key_values=cache,
-                 use_cache=True, **extra)
+                 use_cache=True, **keep_last)
     cache = prefix.past_key_values
     if cache is None or cache.get_seq_length() != split:  # e.g. gradient checkpointing turns the cache off
         raise RuntimeError(
@@ -70,25 +75,18 @@ def completion_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch
             "turn grpo.shared_prefix off or grpo.gradient_checkpointing off"
         )
     cache.batch_select_indices(inverse)  # one prompt KV per row, differentiable indexing
-    all_but_last = torch.arange(logits_to_keep - 1, device=input_ids.device)  # the last token predicts nothing
-    if plain_head:  # one head matmul on the joined hidden states
-        suffix = run(input_ids=input_ids[:, split:], attention_mask=attention_mask, past_key_values=cache,
-                     use_cache=True)
-        hidden = torch.cat([prefix.last_hidden_state[:, -1:][inverse], suffix.last_hidden_state[:, :-1]], dim=1)
-        return head(hidden).float().div_(temperature)  # a fresh tensor, so dividing in place is safe
-    # Index tensors for logits_to_keep: the LM head then gets a contiguous input (a sliced 3-D input with
-    # autograd falls back to a batched matmul that copies the head's weight per row: ~50x slower on CPU).
     suffix = run(input_ids=input_ids[:, split:], attention_mask=attention_mask, past_key_values=cache,
-                 use_cache=True, logits_to_keep=all_but_last)
-    return torch.cat([prefix.logits[inverse], suffix.logits], dim=1).float().div_(temperature)
+                 use_cache=True, **keep_all_but_last)
+    if plain_head:  # one head matmul on the joined (contiguous) hidden states
+        hidden = torch.cat([prefix.last_hidden_state[:, -1:][inverse], suffix.last_hidden_state[:, :-1]], dim=1)
+        logits = head(hidden)
+    else:
+        logits = torch.cat([prefix.logits[inverse], suffix.logits], dim=1)
+    return logits.float().div_(temperature)  # as accelerate returns them (fp32); a fresh tensor: in place is safe
 
 
 def _net(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _config(model: Any) -> Any:
-    return _net(model).config
 
 
 def prefilled_generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any
@@ -109,7 +107,7 @@ def prefilled_generate(model: Any, input_ids: torch.Tensor, attention_mask: torc
     first, inverse = groups
     ids, mask = input_ids[first, :-1], attention_mask[first, :-1]
     positions = (mask.long().cumsum(-1) - 1).masked_fill_(mask == 0, 1)  # as generate computes them
-    cache = DynamicCache(config=_config(model))
+    cache = DynamicCache(config=_net(model).config)
     with torch.no_grad():
         model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
               logits_to_keep=1)
