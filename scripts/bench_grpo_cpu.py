@@ -49,9 +49,9 @@ TRL_DEFAULTS = {
 SPEED_KEYS = ("gradient_checkpointing", "steps_per_generation", "generation_attention", "generation_threads",
               "merged_sampling", "shared_prefix", "inverse_cdf_sampling", "training_attention", "autocast_lora")
 # This project's defaults, read from params.yaml: bf16 weights and autocast (base.dtype auto on this CPU), no
-# checkpointing, grouped_eager attention while sampling (SDPA for training), all threads, sampling from a
-# merged copy of the LoRA policy, inverse-CDF token draws, grouped_eager for the training forward/backward too,
-# each group's prompt forwarded once in training (shared prefix), LoRA matmuls in bf16 under autocast.
+# checkpointing, grouped_eager attention for sampling and training, all threads, sampling from a merged copy of
+# the LoRA policy with inverse-CDF token draws, each group's prompt forwarded once (shared prefix), and no fp32
+# upcast of LoRA inputs that autocast casts back to bf16.
 _DEFAULTS = load_params(Path("params.yaml"))
 TUNED = {
     "dtype": _DEFAULTS.base.dtype,

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="inverse-CDF token draws (grpo.inverse_cdf_sampling)")
     parser.add_argument("--training-attention", default=params.grpo.training_attention)
     parser.add_argument("--autocast-lora", action=argparse.BooleanOptionalAction, default=params.grpo.autocast_lora,
-                        help="LoRA matmuls in bf16 under autocast (grpo.autocast_lora)")
+                        help="no fp32 upcast of LoRA inputs under autocast (grpo.autocast_lora)")
     parser.add_argument("--adapter", default=str(paths.adapter_dir("sft")))
     args = parser.parse_args(argv)
 
