@@ -11,7 +11,14 @@ from typing import Annotated
 
 from prefect import flow, get_run_logger, task
 
-from reasoning_rl.registry import DEFAULT_ALIAS, PipelineRow, format_table, pick_best, pipeline_rows, register_adapter
+from reasoning_rl.ops.registry import (
+    DEFAULT_ALIAS,
+    PipelineRow,
+    format_table,
+    pick_best,
+    pipeline_rows,
+    register_adapter,
+)
 
 
 @task(retries=3, retry_delay_seconds=[2, 5, 10])

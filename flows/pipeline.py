@@ -37,8 +37,8 @@ from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
 from reasoning_rl import paths
-from reasoning_rl.config import SECTIONS
-from reasoning_rl.tracking import (
+from reasoning_rl.config import SECTIONS, load_params
+from reasoning_rl.ops.tracking import (
     DEFAULT_TRACKING_URI,
     EXPERIMENT,
     PARENT_ENV,
@@ -46,7 +46,6 @@ from reasoning_rl.tracking import (
     end_pipeline_run,
     start_pipeline_run,
 )
-from stages.common import PARAMS_ENV, load_params
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("prepare", "sft", "grpo", "evaluate")
@@ -108,7 +107,7 @@ def stage_env(root: Path, parent_run_id: str, pipeline_id: str, experiment: str)
     env["MLFLOW_TRACKING_URI"] = resolved_tracking_uri(root)
     # dvc.yaml says `python -m stages.<name>`: make that this interpreter (the project's venv)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.pop(PARAMS_ENV, None)  # the stages must read params.yaml, the file DVC hashes
+    env.pop(paths.PARAMS_ENV, None)  # the stages must read params.yaml, the file DVC hashes
     env.pop("MLFLOW_RUN_ID", None)  # MLflow would resume that run in every stage
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     return env

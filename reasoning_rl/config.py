@@ -1,7 +1,10 @@
 """Typed, frozen configs, one per params.yaml section; bad values raise ValueError naming them.
 
-The library never reads params.yaml: a stage loads the file (`reasoning_rl.params.load_params`) and builds
-its section with `from_section`, which also rejects unknown keys and wrong types.
+The library never decides which params file to read: an entry point passes `paths.params_file()` (params.yaml,
+or the profile in $REASONING_RL_PARAMS) to `load_params`, which validates every section with `from_section`
+(unknown keys and wrong types are errors). A profile may be partial: a missing key takes the dataclass default,
+and every default equals params.yaml's value (tests/test_config.py fails when they drift), so a profile is an
+overlay on params.yaml.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -17,7 +21,7 @@ T = TypeVar("T")
 DTYPES = ("auto", "bfloat16", "float32", "float16")
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
 BACKENDS = ("auto", "plain", "unsloth")
-ATTENTION = ("grouped_eager", "eager", "sdpa")  # grouped_eager: reasoning_rl/attention.py
+ATTENTION = ("grouped_eager", "eager", "sdpa")  # grouped_eager: reasoning_rl/model/attention.py
 VLLM_MODES = ("colocate", "server")
 
 
@@ -193,34 +197,34 @@ class GrpoConfig:
         max_completion_length (int, 160): GSM8K solutions in our format are ~110 tokens at p90.
         max_prompt_length (int, 256): prompts are truncated (left) beyond this.
         gradient_checkpointing (bool, False): TRL's default is True; it recomputes activations in the backward
-            pass to save memory, which a 135M model does not need (scripts/bench_grpo_cpu.py measures it).
+            pass to save memory, which a 135M model does not need (benchmarks/bench_grpo_cpu.py measures it).
         steps_per_generation (int | None, None): forward/backward micro-steps served by one generation round
             (TRL's name); null = TRL's default, gradient_accumulation_steps (one generation per optimizer
             step). Above that, one round of sampling serves several optimizer steps (slightly off-policy).
         generation_attention (str | None, "grouped_eager"): CPU only: attention kernel while sampling
             ("grouped_eager", "eager" or "sdpa"); null = the training kernel (training_attention) for both.
-            grouped_eager (eager without the per-step KV-cache copies, reasoning_rl/attention.py) decodes
+            grouped_eager (eager without the per-step KV-cache copies, reasoning_rl/model/attention.py) decodes
             fastest on CPU (docs/scaling.md).
         training_attention (str | None, None): CPU only: attention kernel of the policy's forward/backward
             (same choices); null = as loaded (SDPA). grouped_eager's backward beat SDPA's CPU flash kernel
-            (scripts/bench_grpo_phases.py).
+            (benchmarks/bench_grpo_phases.py).
         merged_sampling (bool, False): CPU only: sample from a plain copy of the policy with the current LoRA
             merged in (refreshed from the base weights every step, so nothing drifts) instead of running the
             adapter's extra ops on every decode step; training still uses the PEFT model.
         inverse_cdf_sampling (bool, False): CPU only: draw each sampled token by inverse CDF (one uniform
             per row) instead of torch.multinomial's one exponential per vocabulary entry; same distribution
-            (reasoning_rl/sampling.py).
+            (reasoning_rl/model/sampling.py).
         autocast_lora (bool, False): under bf16 autocast, skip PEFT's upcast of every LoRA input to the fp32
             adapter weights' dtype (`peft.helpers.disable_input_dtype_casting`): autocast casts it straight back
             to bf16 for the matmul, so the numbers are identical (tests/test_autocast_lora.py) and only the
             copies go. The adapter weights and their optimizer stay fp32. No effect in fp32.
         shared_prefix (bool, False): forward each group's prompt once in the training forward/backward and
             index its KV cache out to the group's completions, instead of once per completion (same logits
-            and gradients, reasoning_rl/shared_prefix.py); with merged_sampling, prefill it once for sampling
+            and gradients, reasoning_rl/train/shared_prefix.py); with merged_sampling, prefill it once for sampling
             too. Plain backend only; needs gradient_checkpointing off (checkpointed layers drop the cache).
         generation_threads (int | None, None): CPU only: threads while sampling (torch.set_num_threads),
             training keeps torch's default; null = the default throughout. 1 helps only when other jobs share
-            the CPU; on an idle CPU sampling with one thread was slower (scripts/bench_grpo_phases.py).
+            the CPU; on an idle CPU sampling with one thread was slower (benchmarks/bench_grpo_phases.py).
         use_vllm (bool, False): generate with vLLM (CUDA only): in-process with the unsloth backend
             (`fast_inference`), else TRL's vLLM integration in `vllm_mode`.
         vllm_mode (str, "colocate"): "colocate" (vLLM shares the training GPU) or "server" (`trl vllm-serve`
@@ -231,7 +235,7 @@ class GrpoConfig:
         loss_type (str, "dr_grpo"): one of grpo, dr_grpo, dapo, bnpo (TRL's names).
         epsilon (float, 0.2): lower clip range (PPO's value); epsilon_high (float | None): DAPO's 0.28.
         scale_rewards (bool, False): divide advantages by group std (GRPO) or not (Dr. GRPO, arXiv 2503.20783).
-        reward_funcs (list[str], ["format", "correctness"]): names from reasoning_rl.rewards.REWARD_FUNCS.
+        reward_funcs (list[str], ["format", "correctness"]): names from reasoning_rl.task.rewards.REWARD_FUNCS.
         reward_weights (list[float] | None): one per reward function; null = all 1.
         logging_steps (int, 1): log every step (curves are the point of the demo).
         num_prompts (int | None, None): train prompts to draw from; null = all.
@@ -341,7 +345,7 @@ class EvaluateConfig:
         batch_size (int, 64): prompts per generate call (sorted by length to waste little padding).
         max_new_tokens (int, 256): generation cap; a truncated completion is scored as it stands.
         models (list[str], ["base", "sft", "grpo"]): which models to evaluate; `champion` adds the adapter
-            registered in MLflow as reasoning-rl-grpo@champion (see reasoning_rl/registry.py).
+            registered in MLflow as reasoning-rl-grpo@champion (see reasoning_rl/ops/registry.py).
         samples_k (int, 0): sampled completions per question for pass@k (unbiased, Chen et al. 2021) and maj@k;
             0 = greedy only. Each sample costs about one more greedy pass, so k = 4 makes the stage ~5x longer.
         temperature (float, 0.8): sampling temperature for samples_k (top_k 0, top_p 1: the untruncated
@@ -398,3 +402,19 @@ def params_from_dict(data: dict[str, Any]) -> Params:
     if unknown:
         raise ValueError(f"unknown params section(s) {unknown}; allowed: {sorted(SECTIONS)}")
     return Params(**{name: from_section(cls, name, data.get(name)) for name, cls in SECTIONS.items()})
+
+
+def load_params(path: Path) -> Params:
+    """Read and validate a whole params file before anything heavy happens (fail fast, name the key)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise SystemExit(f"{path}: params file not found") from None
+    except yaml.YAMLError as err:
+        raise SystemExit(f"{path}: invalid YAML: {err}") from None
+    try:
+        return params_from_dict(data)
+    except ValueError as err:
+        raise SystemExit(f"{path}: {err}") from None

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+PARAMS_ENV = "REASONING_RL_PARAMS"  # another params file (e.g. profiles/smoke.yaml) instead of params.yaml
+
+
+def params_file() -> Path:
+    """The params file the entry points read: $REASONING_RL_PARAMS, else params.yaml (the one DVC hashes)."""
+    return Path(os.environ.get(PARAMS_ENV, "params.yaml"))
+
 
 DATA = Path("data/prepared")
 TRAIN = DATA / "train.jsonl"

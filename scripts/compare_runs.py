@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from reasoning_rl.registry import DEFAULT_ALIAS, format_table, pick_best, pipeline_rows, register_adapter
+from reasoning_rl.ops.registry import DEFAULT_ALIAS, format_table, pick_best, pipeline_rows, register_adapter
 
 app = typer.Typer(add_completion=False)
 

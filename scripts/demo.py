@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from reasoning_rl import paths
-from reasoning_rl.data import build_prompt
-from reasoning_rl.formatting import extract_answer_lenient, parse_completion
-from reasoning_rl.modeling import DECODE_ATTENTION, EMBEDDED_MODEL, load_model
-from reasoning_rl.rewards import REWARD_FUNCS
+from reasoning_rl.model.loading import DECODE_ATTENTION, EMBEDDED_MODEL, load_model
+from reasoning_rl.task.formatting import extract_answer_lenient, parse_completion
+from reasoning_rl.task.gsm8k import build_prompt
+from reasoning_rl.task.rewards import REWARD_FUNCS
 
 MODELS = ("base", "sft", "grpo", "champion")
 
@@ -36,7 +36,7 @@ def adapter_path(model: str, scratch: Path, explicit: Path | None = None) -> Pat
     if model == "base":
         return None
     if model == "champion":
-        from reasoning_rl.registry import DEFAULT_ALIAS, download_adapter
+        from reasoning_rl.ops.registry import DEFAULT_ALIAS, download_adapter
 
         return download_adapter(scratch / "champion", alias=DEFAULT_ALIAS)
     folder = paths.adapter_dir(model)

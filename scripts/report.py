@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 from reasoning_rl import paths
-from reasoning_rl.report import load_inputs, render_html
-from reasoning_rl.tracking import file_sha256, git_state
+from reasoning_rl.eval.report import load_inputs, render_html
+from reasoning_rl.ops.tracking import file_sha256, git_state
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""What every stage shares: reading and validating the params file, logging set-up, timing."""
+"""What every stage shares: logging set-up, timing, one-line errors. The params file is read by
+`reasoning_rl.config.load_params(paths.params_file())`."""
 
 from __future__ import annotations
 
@@ -7,36 +8,11 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-import yaml
-
-from reasoning_rl.config import Params, params_from_dict
-from reasoning_rl.data import DataError
-from reasoning_rl.modeling import ModelNotAvailableError
-from reasoning_rl.registry import AliasNotFoundError
-from reasoning_rl.tracking import TrackingError
-
-PARAMS_ENV = "REASONING_RL_PARAMS"  # another params file (e.g. profiles/smoke.yaml) instead of params.yaml
-
-
-def params_path() -> Path:
-    return Path(os.environ.get(PARAMS_ENV, "params.yaml"))
-
-
-def load_params(path: Path | None = None) -> Params:
-    """Read and validate the whole params file before anything heavy happens (fail fast, name the key)."""
-    path = path or params_path()
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise SystemExit(f"{path}: params file not found") from None
-    except yaml.YAMLError as err:
-        raise SystemExit(f"{path}: invalid YAML: {err}") from None
-    try:
-        return params_from_dict(data)
-    except ValueError as err:
-        raise SystemExit(f"{path}: {err}") from None
+from reasoning_rl.model.loading import ModelNotAvailableError
+from reasoning_rl.ops.registry import AliasNotFoundError
+from reasoning_rl.ops.tracking import TrackingError
+from reasoning_rl.task.gsm8k import DataError
 
 
 def setup_logging() -> None:

@@ -2,7 +2,7 @@
 
 Run: python -m stages.evaluate   (reads params.yaml: base, evaluate)
 Writes metrics/eval_<model>.json (dvc metrics), reports/eval_samples_<model>.jsonl, reports/eval_table.md, and
-the HTML report (reports/report.html, with its numbers in metrics/eval_report.json; see reasoning_rl/report.py).
+the HTML report (reports/report.html, with its numbers in metrics/eval_report.json; see reasoning_rl/eval/report.py).
 With evaluate.samples_k > 0 each model also samples k completions per question for pass@k and maj@k.
 """
 
@@ -18,15 +18,17 @@ from pathlib import Path
 import torch
 
 from reasoning_rl import paths
-from reasoning_rl.data import read_records
-from reasoning_rl.evaluation import generate_greedy, generate_sampled, score, summarize
-from reasoning_rl.metrics import summarize_sampled, trace_diagnostics
-from reasoning_rl.modeling import DECODE_ATTENTION, load_model
-from reasoning_rl.registry import DEFAULT_ALIAS, download_adapter
-from reasoning_rl.report import load_inputs, render_html
-from reasoning_rl.tracking import file_sha256, git_state, log_artifacts, log_metrics, set_tags, stage_run
-from reasoning_rl.training import write_json
-from stages.common import load_params, params_path, run, setup_logging
+from reasoning_rl.config import load_params
+from reasoning_rl.eval.generation import generate_greedy, generate_sampled
+from reasoning_rl.eval.metrics import summarize_sampled, trace_diagnostics
+from reasoning_rl.eval.report import load_inputs, render_html
+from reasoning_rl.eval.scoring import score, summarize
+from reasoning_rl.files import write_json
+from reasoning_rl.model.loading import DECODE_ATTENTION, load_model
+from reasoning_rl.ops.registry import DEFAULT_ALIAS, download_adapter
+from reasoning_rl.ops.tracking import file_sha256, git_state, log_artifacts, log_metrics, set_tags, stage_run
+from reasoning_rl.task.gsm8k import read_records
+from stages.common import run, setup_logging
 
 log = logging.getLogger("stages.evaluate")
 
@@ -59,7 +61,7 @@ DVC_OUTPUT_MODELS = ("base", "sft", "grpo")  # dvc.yaml declares metrics and sam
 
 def main() -> None:
     setup_logging()
-    params = load_params()
+    params = load_params(paths.params_file())
     base, cfg = params.base, params.evaluate
     if os.environ.get("DVC_STAGE") and (missing := [m for m in DVC_OUTPUT_MODELS if m not in cfg.models]):
         raise SystemExit(  # else DVC fails after the whole evaluation, on the outputs it expected
@@ -73,7 +75,7 @@ def main() -> None:
     question_set = hashlib.sha256(json.dumps([r["id"] for r in rows]).encode()).hexdigest()[:16]
     scratch = tempfile.TemporaryDirectory()
     inputs = [paths.TEST] + [paths.adapter_dir(m) for m in cfg.models if m in ("sft", "grpo")]
-    with stage_run("evaluate", {"base": base, "evaluate": cfg}, params_path(), inputs=inputs), scratch:
+    with stage_run("evaluate", {"base": base, "evaluate": cfg}, paths.params_file(), inputs=inputs), scratch:
         ####  find every adapter first (a missing champion fails here, before any model loads)
         adapters = {name: adapter_for(name, Path(scratch.name)) for name in cfg.models}
         # Which weights were evaluated, traceable to the run that trained them; accuracies are comparable

@@ -10,10 +10,13 @@ import random
 import shutil
 
 from reasoning_rl import paths
-from reasoning_rl.data import read_records
-from reasoning_rl.tracking import log_adapter, log_metrics, stage_run
-from reasoning_rl.training import summarize_history, train_grpo, write_json
-from stages.common import load_params, params_path, run, setup_logging, timed
+from reasoning_rl.config import load_params
+from reasoning_rl.files import write_json
+from reasoning_rl.ops.tracking import log_adapter, log_metrics, stage_run
+from reasoning_rl.task.gsm8k import read_records
+from reasoning_rl.train.callbacks import summarize_history
+from reasoning_rl.train.grpo import train_grpo
+from stages.common import run, setup_logging, timed
 
 log = logging.getLogger("stages.grpo")
 
@@ -30,13 +33,14 @@ SUMMARY_KEYS = [
 
 def main() -> None:
     setup_logging()
-    params = load_params()
+    params = load_params(paths.params_file())
     base, cfg = params.base, params.grpo
     metrics: dict = {}
     # A rerun after a crash with the same params and data resumes from the last checkpoint and MLflow run.
     inputs = [paths.TRAIN, paths.adapter_dir("sft")]
     with stage_run(
-        "grpo", {"base": base, "grpo": cfg}, params_path(), inputs=inputs, resume_dir=paths.checkpoints_dir("grpo")
+        "grpo", {"base": base, "grpo": cfg}, paths.params_file(), inputs=inputs,
+        resume_dir=paths.checkpoints_dir("grpo"),
     ):
         ####  data: train prompts with their gold answers (the correctness reward reads `answer`)
         rows = read_records(paths.TRAIN)

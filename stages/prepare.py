@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from reasoning_rl import paths
-from reasoning_rl.data import load_gsm8k, split_train_val, to_record, write_jsonl
-from reasoning_rl.modeling import load_tokenizer
-from reasoning_rl.tracking import flatten, log_artifacts, log_metrics, stage_run
-from reasoning_rl.training import write_json
-from stages.common import load_params, params_path, run, setup_logging, timed
+from reasoning_rl.config import load_params
+from reasoning_rl.files import write_json
+from reasoning_rl.model.loading import load_tokenizer
+from reasoning_rl.ops.tracking import flatten, log_artifacts, log_metrics, stage_run
+from reasoning_rl.task.gsm8k import load_gsm8k, split_train_val, to_record, write_jsonl
+from stages.common import run, setup_logging, timed
 
 log = logging.getLogger("stages.prepare")
 
@@ -28,11 +29,11 @@ def token_percentiles(tokenizer, texts: list[str]) -> dict[str, float]:
 
 def main() -> None:
     setup_logging()
-    params = load_params()
+    params = load_params(paths.params_file())
     base, cfg = params.base, params.prepare
     stats: dict = {}
     inputs = [Path(cfg.data_dir)] if cfg.data_dir else []
-    with stage_run("prepare", {"base": base, "prepare": cfg}, params_path(), inputs=inputs):
+    with stage_run("prepare", {"base": base, "prepare": cfg}, paths.params_file(), inputs=inputs):
         with timed(stats):
             ####  load and parse (the first malformed row stops the stage naming file:line, unless skip_bad_rows)
             skipped: Counter[str] = Counter()

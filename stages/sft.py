@@ -10,22 +10,26 @@ import random
 import shutil
 
 from reasoning_rl import paths
-from reasoning_rl.data import read_records
-from reasoning_rl.tracking import log_adapter, log_metrics, stage_run
-from reasoning_rl.training import summarize_history, train_sft, write_json
-from stages.common import load_params, params_path, run, setup_logging, timed
+from reasoning_rl.config import load_params
+from reasoning_rl.files import write_json
+from reasoning_rl.ops.tracking import log_adapter, log_metrics, stage_run
+from reasoning_rl.task.gsm8k import read_records
+from reasoning_rl.train.callbacks import summarize_history
+from reasoning_rl.train.sft import train_sft
+from stages.common import run, setup_logging, timed
 
 log = logging.getLogger("stages.sft")
 
 
 def main() -> None:
     setup_logging()
-    params = load_params()
+    params = load_params(paths.params_file())
     base, cfg = params.base, params.sft
     metrics: dict = {}
     # A rerun after a crash with the same params and data resumes from the last checkpoint and MLflow run.
     with stage_run(
-        "sft", {"base": base, "sft": cfg}, params_path(), inputs=[paths.TRAIN], resume_dir=paths.checkpoints_dir("sft")
+        "sft", {"base": base, "sft": cfg}, paths.params_file(), inputs=[paths.TRAIN],
+        resume_dir=paths.checkpoints_dir("sft"),
     ):
         ####  data: a seeded subset of the train split (SFT only has to teach the format)
         rows = read_records(paths.TRAIN)

@@ -1,6 +1,6 @@
 """Entry point for tests/test_accelerate_multiprocess.py, run by `accelerate launch` (one copy per process).
 
-Calls the GRPO stage's training function (`reasoning_rl.training.train_grpo`) on a tiny random Llama, then
+Calls the GRPO stage's training function (`reasoning_rl.train.grpo.train_grpo`) on a tiny random Llama, then
 each rank writes `rank<N>.json` (its rank, world size, steps, prompts seen, a hash of its LoRA weights) and
 rank 0 alone saves the adapter, as a multi-process stage must.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from reasoning_rl.config import GrpoConfig
-from reasoning_rl.rewards import completion_text, register
-from reasoning_rl.training import train_grpo
+from reasoning_rl.task.rewards import completion_text, register
+from reasoning_rl.train.grpo import train_grpo
 
 PROMPTS_SEEN: list[str] = []
 

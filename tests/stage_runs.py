@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from reasoning_rl.data import load_split, to_record, write_jsonl
+from reasoning_rl.task.gsm8k import load_split, to_record, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from reasoning_rl.rewards import completion_text, register
+from reasoning_rl.task.rewards import completion_text, register
 from stages.common import run
 
 

@@ -31,7 +31,7 @@ def _free_port() -> int:
 def launched(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
     from peft import get_peft_model
 
-    from reasoning_rl.training import lora_config
+    from reasoning_rl.train.lora import lora_config
 
     work = tmp_path_factory.mktemp("accelerate")
     model_dir, adapter_dir, out = work / "model", work / "sft_adapter", work / "out"

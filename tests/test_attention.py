@@ -1,11 +1,11 @@
-"""grouped_eager attention (reasoning_rl/attention.py) computes what transformers' eager attention computes."""
+"""grouped_eager attention (reasoning_rl/model/attention.py) computes what transformers' eager attention computes."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from reasoning_rl import attention
+from reasoning_rl.model import attention
 from tests.tiny_models import PAD, tiny_llama
 
 

@@ -23,7 +23,7 @@ def lora_layers(model):
 def test_compute_loss_runs_without_lora_upcasting_and_restores_it(monkeypatch, policy):
     from trl import GRPOTrainer
 
-    from reasoning_rl.training import grpo_trainer_class
+    from reasoning_rl.train.grpo import grpo_trainer_class
 
     seen = []
     monkeypatch.setattr(GRPOTrainer, "compute_loss", lambda self, model, inputs, *a, **k: seen.append(

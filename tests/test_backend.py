@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from reasoning_rl import modeling
 from reasoning_rl.config import GrpoConfig, params_from_dict
-from reasoning_rl.modeling import BackendUnavailableError, resolve_backend, select_backend
+from reasoning_rl.model import loading as modeling
+from reasoning_rl.model.loading import BackendUnavailableError, resolve_backend, select_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_select_backend_explicit_unsloth_without_cuda_is_error(monkeypatch):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
 def test_train_grpo_use_vllm_on_cpu_is_error_before_loading(tmp_path):
-    from reasoning_rl.training import train_grpo
+    from reasoning_rl.train.grpo import train_grpo
 
     with pytest.raises(ValueError, match=r"grpo.use_vllm is true but CUDA is not available"):
         train_grpo(GrpoConfig(use_vllm=True), "no/such-model", "auto", 0, [], tmp_path, tmp_path)
@@ -101,7 +101,7 @@ def test_grpo_trainer_generation_settings_apply_and_restore(monkeypatch, attenti
     from tiny_models import tiny_llama
     from trl import GRPOTrainer
 
-    from reasoning_rl.training import grpo_trainer_class
+    from reasoning_rl.train.grpo import grpo_trainer_class
 
     seen = {}
 

@@ -7,7 +7,8 @@ from collections import Counter
 
 import pytest
 
-from reasoning_rl.data import (
+from reasoning_rl.task.formatting import SYSTEM_PROMPT, parse_completion
+from reasoning_rl.task.gsm8k import (
     DataError,
     build_prompt,
     load_split,
@@ -15,7 +16,6 @@ from reasoning_rl.data import (
     split_train_val,
     to_record,
 )
-from reasoning_rl.formatting import SYSTEM_PROMPT, parse_completion
 
 NATALIA = {
     "question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from servers import mlflow_server, prefect_server
 
-from scripts.scratch_project import scratch_project
+from benchmarks.scratch_project import scratch_project
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ MODELS = "evaluate.models=[base,sft,grpo,{}]"  # dvc.yaml declares base/sft/grpo
 
 
 def sha(path: Path) -> str:
-    from reasoning_rl.tracking import file_sha256
+    from reasoning_rl.ops.tracking import file_sha256
 
     return file_sha256(path)
 
@@ -59,7 +59,7 @@ def runs(tmp_path_factory, gsm8k_dir):
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.pipeline import pipeline
-    from reasoning_rl import registry
+    from reasoning_rl.ops import registry
 
     work = scratch_project(tmp_path_factory.mktemp("flow"), gsm8k_dir)
     out: dict = {"work": work, "params_before": (work / "params.yaml").read_bytes()}
@@ -180,7 +180,7 @@ def test_compare_picks_a_run_with_the_top_grpo_accuracy(runs):
 def test_registry_round_trip_returns_the_trained_adapter(runs, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from reasoning_rl.registry import download_adapter
+    from reasoning_rl.ops.registry import download_adapter
 
     client = MlflowClient(f"sqlite:///{runs['work'] / 'mlflow.db'}")
     os.environ["MLFLOW_TRACKING_URI"] = client.tracking_uri

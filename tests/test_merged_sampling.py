@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reasoning_rl.training import merged_copy
+from reasoning_rl.train.lora import merged_copy
 from tests.tiny_models import tiny_lora_policy
 
 
@@ -42,7 +42,7 @@ def test_merged_copy_refresh_follows_a_lora_update_without_touching_the_base(pol
 def test_grpo_trainer_samples_from_the_merged_copy_and_restores_the_policy(monkeypatch, policy):
     from trl import GRPOTrainer
 
-    from reasoning_rl.training import grpo_trainer_class
+    from reasoning_rl.train.grpo import grpo_trainer_class
 
     seen = {}
 

@@ -9,8 +9,7 @@ from itertools import combinations
 import pytest
 from scipy import stats
 
-from reasoning_rl.evaluation import wilson_interval
-from reasoning_rl.metrics import (
+from reasoning_rl.eval.metrics import (
     difficulty_bucket,
     extraction_failure,
     majority_correct,
@@ -22,6 +21,7 @@ from reasoning_rl.metrics import (
     think_words,
     trace_diagnostics,
 )
+from reasoning_rl.eval.scoring import wilson_interval
 
 
 def ok(answer: str, think: str = "some steps") -> str:

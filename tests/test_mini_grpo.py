@@ -1,4 +1,4 @@
-"""Unit tests for reasoning_rl.mini_grpo: advantage maths, masking, loss, config, the explainer table."""
+"""Unit tests for teaching.mini_grpo: advantage maths, masking, loss, config, the explainer table."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from tiny_models import EOS, PAD, tiny_llama, tiny_tokenizer
 
-from reasoning_rl.mini_grpo import (
+from teaching.mini_grpo import (
     LoraSettings,
     MiniGRPOConfig,
     MiniGRPOTrainer,
@@ -329,7 +329,7 @@ def save_tiny_model_with_adapter(tmp_path):
 
 
 def test_load_policy_merges_the_sft_adapter_into_the_base(tmp_path):
-    from reasoning_rl.mini_grpo import load_policy
+    from teaching.mini_grpo import load_policy
 
     base_dir, adapter_dir, peft_model = save_tiny_model_with_adapter(tmp_path)
     model, _, source = load_policy(str(base_dir), adapter=adapter_dir, dtype="float32")
@@ -342,7 +342,7 @@ def test_load_policy_merges_the_sft_adapter_into_the_base(tmp_path):
 
 
 def test_load_policy_without_an_adapter_loads_the_base(tmp_path):
-    from reasoning_rl.mini_grpo import load_policy
+    from teaching.mini_grpo import load_policy
 
     base_dir, _, _ = save_tiny_model_with_adapter(tmp_path)
     model, _, source = load_policy(str(base_dir), adapter=tmp_path / "missing", dtype="float32")

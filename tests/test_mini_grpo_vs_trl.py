@@ -1,4 +1,4 @@
-"""Cross-check: reasoning_rl.mini_grpo against TRL's own GRPOTrainer code on one fixed batch.
+"""Cross-check: teaching.mini_grpo against TRL's own GRPOTrainer code on one fixed batch.
 
 TRL's `compute_loss` (which calls `_compute_loss` and `_get_per_token_logps_and_entropies`) is driven with a
 hand-built `inputs` dict; our loss uses the same prompts, completions,
@@ -19,7 +19,7 @@ import pytest
 import torch
 from tiny_models import EOS, PAD, tiny_llama, tiny_tokenizer
 
-from reasoning_rl.mini_grpo import MiniGRPOConfig, group_advantages, grpo_loss, per_token_logps
+from teaching.mini_grpo import MiniGRPOConfig, group_advantages, grpo_loss, per_token_logps
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is flagged experimental in TRL
 

@@ -1,4 +1,4 @@
-"""Unit tests for reasoning_rl.mini_ppo: the critic really is a second network; GAE and rewards are right."""
+"""Unit tests for teaching.mini_ppo: the critic really is a second network; GAE and rewards are right."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import tiny_models
 import torch
 from tiny_models import PAD, tiny_tokenizer
 
-from reasoning_rl.mini_grpo import LoraSettings, count_parameters, prepare_policy
-from reasoning_rl.mini_ppo import (
+from teaching.mini_grpo import LoraSettings, count_parameters, prepare_policy
+from teaching.mini_ppo import (
     MiniPPOConfig,
     MiniPPOTrainer,
     ValueModel,

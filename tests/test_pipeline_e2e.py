@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts.scratch_project import scratch_project
+from benchmarks.scratch_project import scratch_project
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from reasoning_rl import registry
+from reasoning_rl.ops import registry
 
 
 @pytest.fixture()

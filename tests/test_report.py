@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reasoning_rl.report import grpo_history_from_mlflow, load_inputs, render_html
+from reasoning_rl.eval.report import grpo_history_from_mlflow, load_inputs, render_html
 
 
 def sample(qid: str, correct: bool, fmt: bool = True) -> dict:

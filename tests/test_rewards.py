@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from reasoning_rl import answer_check
-from reasoning_rl.formatting import format_target, parse_completion
-from reasoning_rl.rewards import (
+from reasoning_rl.task import answer_check
+from reasoning_rl.task.formatting import format_target, parse_completion
+from reasoning_rl.task.rewards import (
     REWARD_FUNCS,
     SOFT_MALFORMED_CREDIT,
     completion_text,
@@ -329,7 +329,7 @@ def test_is_correct_gold_not_a_number_is_false() -> None:
 
 
 def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_rewards", ROOT / "scripts" / "bench_rewards.py")
+    spec = importlib.util.spec_from_file_location("bench_rewards", ROOT / "benchmarks" / "bench_rewards.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reasoning_rl.data import load_split
-from reasoning_rl.rewards import correctness_reward, format_reward
+from reasoning_rl.task.gsm8k import load_split
+from reasoning_rl.task.rewards import correctness_reward, format_reward
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
 EXPECTED_ROWS = {"train": 7473, "test": 1319}

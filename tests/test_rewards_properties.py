@@ -7,9 +7,9 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reasoning_rl.answer_check import is_correct
-from reasoning_rl.formatting import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, format_target
-from reasoning_rl.rewards import correctness_reward, correctness_soft_reward, format_reward
+from reasoning_rl.task.answer_check import is_correct
+from reasoning_rl.task.formatting import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, format_target
+from reasoning_rl.task.rewards import correctness_reward, correctness_soft_reward, format_reward
 
 # Fragments that steer random text into the parser's interesting branches: tags, LaTeX, numbers, and the
 # unicode the docs promise to survive (bidi and zero-width marks, NUL, lone surrogates, non-ASCII digits).

@@ -20,9 +20,9 @@ import yaml
 from servers import free_port, mlflow_server
 from stage_runs import ROOT, TINY, make_workdir, run_stage, stage_cmd, stage_env
 
-from reasoning_rl import tracking
-from reasoning_rl.modeling import UnsafeWeightsError, load_model, require_safetensors_adapter
-from stages.common import load_params
+from reasoning_rl.config import load_params
+from reasoning_rl.model.loading import UnsafeWeightsError, load_model, require_safetensors_adapter
+from reasoning_rl.ops import tracking
 
 GOOD_ROW = {"question": "Tom has 3 apples and buys 4 more. How many apples does he have?",
             "answer": "Tom has 3+4 = <<3+4=7>>7 apples.\n#### 7"}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from reasoning_rl.sampling import inverse_cdf_multinomial, inverse_cdf_sample
+from reasoning_rl.model.sampling import inverse_cdf_multinomial, inverse_cdf_sample
 
 PROBS = torch.tensor([[0.1, 0.0, 0.5, 0.15, 0.25], [0.0, 0.0, 0.0, 0.3, 0.7]])
 
@@ -51,7 +51,7 @@ def test_sampled_generation_uses_the_inverse_cdf(monkeypatch):
 
     model = tiny_llama(seed=0)
     calls = []
-    import reasoning_rl.sampling as sampling
+    import reasoning_rl.model.sampling as sampling
 
     real = sampling.inverse_cdf_sample
     monkeypatch.setattr(sampling, "inverse_cdf_sample", lambda p, g=None: calls.append(p.shape) or real(p, g))

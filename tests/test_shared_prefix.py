@@ -7,7 +7,7 @@ import contextlib
 import pytest
 import torch
 
-from reasoning_rl.shared_prefix import completion_logits, prompt_groups
+from reasoning_rl.train.shared_prefix import completion_logits, prompt_groups
 from tests.tiny_models import tiny_llama, tiny_lora_policy
 
 PROMPT, COMPLETION, GROUP = 7, 5, 3
@@ -73,7 +73,7 @@ def test_prompt_groups_tells_apart_prompts_that_differ_only_in_padding():
 def head_path(request, monkeypatch):
     """The head run once on joined hidden states (llama), or through the model's own forward (other models)."""
     if request.param == "model_head":
-        monkeypatch.setattr("reasoning_rl.shared_prefix.PLAIN_HEAD_MODELS", ())
+        monkeypatch.setattr("reasoning_rl.train.shared_prefix.PLAIN_HEAD_MODELS", ())
     return request.param
 
 
@@ -106,7 +106,7 @@ def test_shared_prefix_refuses_a_model_that_does_not_cache_the_prompt(policy):
 
 def test_grpo_trainer_log_probs_match_trls_own_with_shared_prefix(policy):
     """The trainer's override against TRL's own `_get_per_token_logps_and_entropies` on the same batch."""
-    from reasoning_rl.training import grpo_trainer_class
+    from reasoning_rl.train.grpo import grpo_trainer_class
 
     trainer = object.__new__(grpo_trainer_class())  # no __init__: only the log-prob computation is under test
     trainer.temperature, trainer._entropy_bonus_enabled = 0.9, False
@@ -126,7 +126,7 @@ def test_grpo_trainer_log_probs_match_trls_own_with_shared_prefix(policy):
 
 def test_prefilled_generation_matches_plain_generation():
     """Greedy decoding from a shared prefilled cache picks the same tokens as generate from scratch."""
-    from reasoning_rl.shared_prefix import prefilled_generate
+    from reasoning_rl.train.shared_prefix import prefilled_generate
 
     model = tiny_llama(seed=5).eval()
     ids, mask = grouped_batch()
@@ -141,8 +141,8 @@ def test_prefilled_generation_matches_plain_generation():
 def test_grpo_trainer_prefills_shared_prompts_on_the_merged_sampler(monkeypatch, policy):
     from trl import GRPOTrainer
 
-    import reasoning_rl.shared_prefix as shared_prefix
-    from reasoning_rl.training import grpo_trainer_class
+    import reasoning_rl.train.shared_prefix as shared_prefix
+    from reasoning_rl.train.grpo import grpo_trainer_class
 
     calls = []
     monkeypatch.setattr(shared_prefix, "prefilled_generate", lambda model, **kw: calls.append(model) or "ids")
@@ -158,8 +158,8 @@ def test_grpo_trainer_prefills_shared_prompts_on_the_merged_sampler(monkeypatch,
 
 def test_grpo_trainer_keeps_trls_forward_for_a_wrapped_model(monkeypatch, policy):
     """Under DDP/DeepSpeed (the accelerator unwraps to another object) the shared prefix stays off."""
-    import reasoning_rl.shared_prefix as shared_prefix
-    from reasoning_rl.training import grpo_trainer_class
+    import reasoning_rl.train.shared_prefix as shared_prefix
+    from reasoning_rl.train.grpo import grpo_trainer_class
 
     monkeypatch.setattr(shared_prefix, "completion_logits", lambda *a, **k: pytest.fail("shared prefix used"))
     trainer = object.__new__(grpo_trainer_class())
@@ -175,7 +175,7 @@ def test_grpo_trainer_shared_prefix_matches_trl_under_bf16_autocast(policy):
     """As accelerate prepares a bf16 model on CPU (forward under autocast, fp32 outputs): same fp32 log-probs."""
     from accelerate.utils import convert_outputs_to_fp32
 
-    from reasoning_rl.training import grpo_trainer_class
+    from reasoning_rl.train.grpo import grpo_trainer_class
 
     policy.to(torch.bfloat16)
     for name, param in policy.named_parameters():

@@ -49,7 +49,7 @@ def tiny_lora_policy(dtype: torch.dtype = torch.float32):
     """
     from peft import LoraConfig, get_peft_model
 
-    from reasoning_rl.training import LORA_TARGETS
+    from reasoning_rl.train.lora import LORA_TARGETS
 
     model = get_peft_model(tiny_llama(seed=0).to(dtype), LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS))
     torch.manual_seed(1)

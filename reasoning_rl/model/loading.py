@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from reasoning_rl import attention
+from reasoning_rl.model import attention
 
 log = logging.getLogger(__name__)
 
@@ -169,10 +169,10 @@ def load_model(
 ) -> LoadedModel:
     """Load base weights (safetensors only, never remote code) and optionally a LoRA adapter on top.
 
-    For decoding on CPU pass `attn_implementation=DECODE_ATTENTION` ("grouped_eager", reasoning_rl/attention.py):
+    For decoding on CPU pass `attn_implementation=DECODE_ATTENTION` ("grouped_eager", reasoning_rl/model/attention.py):
     eager attention without the per-step KV-cache copies. Eager already decoded 1.5x faster than SDPA here
     (SDPA's CPU flash kernel dominates single-token steps), and grouped_eager 1.17-1.43x faster than eager at
-    batch 32 in two runs of scripts/bench_eval_speed.py (docs/evaluation.md).
+    batch 32 in two runs of benchmarks/bench_eval_speed.py (docs/evaluation.md).
     """
     from transformers import AutoModelForCausalLM
 

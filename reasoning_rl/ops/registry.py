@@ -9,7 +9,7 @@ Accuracies are only comparable on the same questions: the evaluate run tags its 
 (`eval_question_set`, a hash of the ordered question ids) and `pick_best` ranks only rows sharing one.
 
 Registry: MLflow 3.x will not register a plain artifact folder, so the adapter is logged as a pyfunc
-"model from code" (reasoning_rl/adapter_model.py) with the adapter folder as its artifact. Chosen over
+"model from code" (reasoning_rl/ops/adapter_model.py) with the adapter folder as its artifact. Chosen over
 `mlflow.transformers` because the base model here is not a hub id (the embedded GGUF), and models-from-code
 needs no pickle: `download_adapter` gets the safetensors back without executing anything.
 """
@@ -54,7 +54,7 @@ class PipelineRow:
 def _client(tracking_uri: str | None = None):
     from mlflow.tracking import MlflowClient
 
-    from reasoning_rl.tracking import tracking_uri as default_uri
+    from reasoning_rl.ops.tracking import tracking_uri as default_uri
 
     return MlflowClient(tracking_uri or default_uri())
 
@@ -71,7 +71,7 @@ def _all_runs(client, experiment_id: str, filter_string: str) -> list[Any]:
 
 def pipeline_rows(experiment: str | None = None, tracking_uri: str | None = None) -> list[PipelineRow]:
     """Every evaluated pipeline run of `experiment`, newest first."""
-    from reasoning_rl.tracking import experiment_name
+    from reasoning_rl.ops.tracking import experiment_name
 
     client = _client(tracking_uri)
     exp = client.get_experiment_by_name(experiment or experiment_name())

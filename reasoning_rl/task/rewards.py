@@ -11,7 +11,7 @@ plain strings, or (conversational datasets) lists of messages whose last `conten
 | `correctness`      | {0, 1}          | a well-formed completion whose answer equals the gold number       |
 | `correctness_soft` | {0, 0.5, 1}     | as `correctness`; 0.5 for the right answer in a malformed one      |
 
-The format is `reasoning_rl.formatting`; answer equality is `reasoning_rl.answer_check` (rules and their
+The format is `reasoning_rl.task.formatting`; answer equality is `reasoning_rl.task.answer_check` (rules and their
 sources are documented there and in docs/rewards.md).
 """
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from reasoning_rl.answer_check import answer_value, is_correct, needs_math_verify, to_number
-from reasoning_rl.formatting import extract_answer_lenient, parse_completion
+from reasoning_rl.task.answer_check import answer_value, is_correct, needs_math_verify, to_number
+from reasoning_rl.task.formatting import extract_answer_lenient, parse_completion
 
 __all__ = [
     "REWARD_FUNCS",

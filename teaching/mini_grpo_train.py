@@ -1,4 +1,4 @@
-"""A few steps of reasoning_rl.mini_grpo on CPU with SmolLM2-135M-Instruct, printing the rewards.
+"""A few steps of teaching.mini_grpo on CPU with SmolLM2-135M-Instruct, printing the rewards.
 
 Starts from the SFT adapter (models/sft/adapter, merged into the base) when it exists, else from the base
 model; trains a fresh LoRA on top (or every weight with --full). Each step samples G completions for each of
@@ -7,7 +7,7 @@ A handful of steps cannot move the rewards measurably; the point is to watch the
 The step log is also written to reports/mini_grpo_train.json.
 
 Usage:
-    python scripts/mini_grpo_train.py [--steps 3] [--prompts-per-step 2] [--num-generations 4]
+    python teaching/mini_grpo_train.py [--steps 3] [--prompts-per-step 2] [--num-generations 4]
                                       [--max-new-tokens 128] [--full] [--beta 0.04] [--loss-type dr_grpo]
 """
 
@@ -53,8 +53,8 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from reasoning_rl.data import load_split
-    from reasoning_rl.mini_grpo import (
+    from reasoning_rl.task.gsm8k import load_split
+    from teaching.mini_grpo import (
         MiniGRPOConfig,
         MiniGRPOTrainer,
         count_parameters,
@@ -130,7 +130,7 @@ def main() -> None:
             f"{stats.seconds:.0f} s"
         )
     console.print(table)
-    command = "python scripts/mini_grpo_train.py " + " ".join(sys.argv[1:])
+    command = "python teaching/mini_grpo_train.py " + " ".join(sys.argv[1:])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(

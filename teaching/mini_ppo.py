@@ -12,7 +12,7 @@ former PPOTrainer::
 The critic is what GRPO removes. Here it is a second transformer as large as the policy: a copy of the
 policy's backbone (the AutoModelForCausalLM without its LM head) with a scalar value head, initialised from
 the policy, as PPO for LLMs does (InstructGPT initialises it from the reward model; there is none here, the
-rewards are rules). It has its own weights, gradients and AdamW state; `scripts/grpo_vs_ppo_memory.py`
+rewards are rules). It has its own weights, gradients and AdamW state; `teaching/grpo_vs_ppo_memory.py`
 measures the cost.
 With LoRA the critic's backbone is frozen and carries its own adapter, but its weights still have to be held.
 """
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from reasoning_rl.mini_grpo import (
+from teaching.mini_grpo import (
     LoraSettings,
     RewardFunc,
     Rollout,
@@ -220,7 +220,7 @@ class MiniPPOTrainer:
         reward_funcs: Sequence[RewardFunc] | None = None,
     ):
         if reward_funcs is None:
-            from reasoning_rl.rewards import get_reward_funcs
+            from reasoning_rl.task.rewards import get_reward_funcs
 
             reward_funcs = get_reward_funcs(list(cfg.reward_names))
         if cfg.beta > 0 and reference is None and not hasattr(policy, "disable_adapter"):

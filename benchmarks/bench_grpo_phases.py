@@ -1,6 +1,6 @@
 """Where a GRPO step's time goes on CPU: sampling, the loss forward and the backward, per step.
 
-Run: python -m scripts.bench_grpo_phases [--no-merged-sampling] [--no-shared-prefix] [--no-inverse-cdf-sampling]
+Run: python -m benchmarks.bench_grpo_phases [--no-merged-sampling] [--no-shared-prefix] [--no-inverse-cdf-sampling]
      [--no-autocast-lora]
      [--generation-threads 1] [--generation-attention eager] [--training-attention sdpa] [--steps 3]
 
@@ -19,10 +19,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import reasoning_rl.training as training
+import reasoning_rl.train.grpo as training
 from reasoning_rl import paths
-from reasoning_rl.data import read_records
-from stages.common import load_params
+from reasoning_rl.config import load_params
+from reasoning_rl.task.gsm8k import read_records
 
 
 def main(argv: list[str] | None = None) -> None:

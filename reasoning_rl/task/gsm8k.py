@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from reasoning_rl.formatting import SYSTEM_PROMPT, format_target
+from reasoning_rl.task.formatting import SYSTEM_PROMPT, format_target
 
 log = logging.getLogger(__name__)
 

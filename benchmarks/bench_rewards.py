@@ -12,7 +12,7 @@ of a partly trained model shows. Two sets are timed separately:
 One completion scored = `format_reward` and `correctness_reward` both run on it, in batches of 64.
 
 Usage:
-    python scripts/bench_rewards.py [--n 10000] [--n-math-verify 10000] [--data-dir ../shared/data/gsm8k]
+    python benchmarks/bench_rewards.py [--n 10000] [--n-math-verify 10000] [--data-dir ../shared/data/gsm8k]
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reasoning_rl import answer_check  # noqa: E402 - after the path insert, so it runs from a checkout
-from reasoning_rl.data import Example, load_split  # noqa: E402
-from reasoning_rl.formatting import format_target, parse_completion  # noqa: E402
-from reasoning_rl.rewards import correctness_reward, correctness_soft_reward, format_reward  # noqa: E402
+from reasoning_rl.task import answer_check  # noqa: E402 - after the path insert, so it runs from a checkout
+from reasoning_rl.task.formatting import format_target, parse_completion  # noqa: E402
+from reasoning_rl.task.gsm8k import Example, load_split  # noqa: E402
+from reasoning_rl.task.rewards import correctness_reward, correctness_soft_reward, format_reward  # noqa: E402
 
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "gsm8k"
 BATCH = 64

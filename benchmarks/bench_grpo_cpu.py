@@ -1,8 +1,8 @@
 """GRPO on CPU: TRL's defaults vs this project's tuned settings, same prompts, seed and lengths, in one run.
 
-Run: python -m scripts.bench_grpo_cpu   (about 6 min on 2 cores; --help for the knobs)
+Run: python -m benchmarks.bench_grpo_cpu   (about 6 min on 2 cores; --help for the knobs)
 
-Both variants call `reasoning_rl.training.train_grpo` (the stage's own training function) from the same SFT
+Both variants call `reasoning_rl.train.grpo.train_grpo` (the stage's own training function) from the same SFT
 adapter on the same first `--prompts` train rows with the same seed, so they sample the same prompts in the
 same order. Variants alternate (A B, then B A in the next round) so a noisy shared CPU hurts both alike.
 Per variant: seconds per optimizer step (trainer's train_runtime / steps, model loading excluded),
@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 
 from reasoning_rl import paths
-from reasoning_rl.config import GrpoConfig
-from reasoning_rl.data import read_records
-from reasoning_rl.modeling import pick_dtype
-from reasoning_rl.training import train_grpo, write_json
-from stages.common import load_params
+from reasoning_rl.config import GrpoConfig, load_params
+from reasoning_rl.files import write_json
+from reasoning_rl.model.loading import pick_dtype
+from reasoning_rl.task.gsm8k import read_records
+from reasoning_rl.train.grpo import train_grpo
 
 # What a user gets from TRL when only the algorithm is set: fp32 weights and math, TRL's
 # gradient_checkpointing=True, one generation batch per optimizer step, one attention kernel (SDPA).
@@ -208,7 +208,7 @@ def main() -> None:
     baseline = names[0]
     summary = summarize(results, baseline)
     payload = {
-        "command": "python -m scripts.bench_grpo_cpu "
+        "command": "python -m benchmarks.bench_grpo_cpu "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
         "settings": {k: v for k, v in vars(args).items()},
         "variants": {n: {"dtype": VARIANTS[n]["dtype"], **VARIANTS[n]["grpo"]} for n in names},

@@ -13,7 +13,7 @@ The objective (DeepSeekMath, Shao et al. 2024, arXiv 2402.03300, eq. 3), maximis
 
 What replaces PPO's learned critic is the group: G completions of the same prompt are sampled and each one's
 reward is compared with its siblings' mean. No value network, so no second model's weights, gradients and
-optimizer state (see `reasoning_rl/mini_ppo.py` and `scripts/grpo_vs_ppo_memory.py` for the measured cost).
+optimizer state (see `teaching/mini_ppo.py` and `teaching/grpo_vs_ppo_memory.py` for the measured cost).
 
 Variants implemented, each a config switch:
 
@@ -594,7 +594,7 @@ def load_policy(
     means "the SFT model", which is the reference GRPO's KL should pull towards.
     Returns (model, tokenizer, description of what was loaded).
     """
-    from reasoning_rl.modeling import EMBEDDED_MODEL, load_model
+    from reasoning_rl.model.loading import EMBEDDED_MODEL, load_model
 
     use_adapter = adapter is not None and (Path(adapter) / "adapter_config.json").is_file()
     loaded = load_model(model_name or EMBEDDED_MODEL, dtype=dtype, adapter=adapter if use_adapter else None)
@@ -652,7 +652,7 @@ class MiniGRPOTrainer:
         reward_funcs: Sequence[RewardFunc] | None = None,
     ):
         if reward_funcs is None:
-            from reasoning_rl.rewards import get_reward_funcs
+            from reasoning_rl.task.rewards import get_reward_funcs
 
             reward_funcs = get_reward_funcs(list(cfg.reward_names))
         if cfg.beta > 0 and reference is None and not hasattr(policy, "disable_adapter"):

@@ -28,7 +28,7 @@ numbers), and logged to MLflow (experiment "reasoning-rl", run "grpo-vs-ppo-memo
 default sqlite:///<project root>/mlflow.db).
 
 Usage:
-    python scripts/grpo_vs_ppo_memory.py [--gradient-checkpointing] [--completion-length 64]
+    python teaching/grpo_vs_ppo_memory.py [--gradient-checkpointing] [--completion-length 64]
                                          [--num-generations 4] [--no-mlflow]
 """
 
@@ -80,8 +80,8 @@ def fixed_batch(tokenizer, num_generations: int, completion_length: int, data_di
     """One GSM8K prompt repeated G times and G random completions of varied length (ending in EOS or cut)."""
     import torch
 
-    from reasoning_rl.data import build_prompt, load_split
-    from reasoning_rl.mini_grpo import Rollout
+    from reasoning_rl.task.gsm8k import build_prompt, load_split
+    from teaching.mini_grpo import Rollout
 
     question = (
         load_split(data_dir, "train")[0].question
@@ -136,7 +136,7 @@ def run_child(algo: str, setting: str, args: argparse.Namespace) -> dict:
 
     import torch
 
-    from reasoning_rl.mini_grpo import (
+    from teaching.mini_grpo import (
         LoraSettings,
         MiniGRPOConfig,
         MiniGRPOTrainer,
@@ -144,7 +144,7 @@ def run_child(algo: str, setting: str, args: argparse.Namespace) -> dict:
         load_policy,
         prepare_policy,
     )
-    from reasoning_rl.mini_ppo import MiniPPOConfig, MiniPPOTrainer, build_value_model
+    from teaching.mini_ppo import MiniPPOConfig, MiniPPOTrainer, build_value_model
 
     kind, beta = ALGOS[algo]
     torch.manual_seed(0)
@@ -361,7 +361,7 @@ def merge_json(path: Path, key: str, value: dict) -> None:
 def log_to_mlflow(runs: dict, summary: dict, mode: str, files: list[Path]) -> str:
     import mlflow
 
-    from reasoning_rl.tracking import DEFAULT_TRACKING_URI, experiment_name, flatten, git_state
+    from reasoning_rl.ops.tracking import DEFAULT_TRACKING_URI, experiment_name, flatten, git_state
 
     uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
     if uri == DEFAULT_TRACKING_URI:  # the relative default means the project root's mlflow.db
@@ -423,7 +423,7 @@ def main() -> None:
     summary = summarise(runs)
     print_table(runs, summary, mode)
 
-    command = ("python scripts/grpo_vs_ppo_memory.py " + " ".join(sys.argv[1:])).strip()
+    command = ("python teaching/grpo_vs_ppo_memory.py " + " ".join(sys.argv[1:])).strip()
     metrics_path, report_path = ROOT / "metrics" / "memory.json", ROOT / "reports" / "memory_grpo_vs_ppo.json"
     merge_json(metrics_path, mode, summary)
     merge_json(report_path, mode, {"command": command, "summary": summary, "runs": runs})

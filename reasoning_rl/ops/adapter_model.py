@@ -1,6 +1,6 @@
 """MLflow pyfunc wrapper of a GRPO LoRA adapter, logged as code ("models from code": no pickle).
 
-The registry (reasoning_rl/registry.py) logs this file with the adapter folder as an artifact; MLflow 3.x
+The registry (reasoning_rl/ops/registry.py) logs this file with the adapter folder as an artifact; MLflow 3.x
 refuses to register a plain artifact folder, but accepts this. Loading it back runs this file (project code,
 versioned with the model) and reads the adapter from safetensors; nothing is unpickled.
 
@@ -22,7 +22,7 @@ class AdapterModel(PythonModel):
     """Base model + LoRA adapter, merged; answers GSM8K-style questions greedily in the project's format."""
 
     def load_context(self, context) -> None:
-        from reasoning_rl.modeling import DECODE_ATTENTION, load_model
+        from reasoning_rl.model.loading import DECODE_ATTENTION, load_model
 
         config = context.model_config or {}
         self.max_new_tokens = int(config.get("max_new_tokens", 256))
@@ -34,8 +34,8 @@ class AdapterModel(PythonModel):
         self.tokenizer = lm.tokenizer
 
     def predict(self, context, model_input: list[str], params: dict[str, Any] | None = None) -> list[str]:
-        from reasoning_rl.data import build_prompt
-        from reasoning_rl.evaluation import generate_greedy
+        from reasoning_rl.eval.generation import generate_greedy
+        from reasoning_rl.task.gsm8k import build_prompt
 
         questions = list(model_input["question"]) if hasattr(model_input, "columns") else list(model_input)
         prompts = [build_prompt(q) for q in questions]

@@ -1,6 +1,6 @@
 """Overhead of orchestration: the smoke pipeline by plain `dvc repro` vs by the Prefect flow, both with MLflow.
 
-Run: python -m scripts.bench_flow_overhead [--repeats 1] [--out reports/flow_overhead.json]
+Run: python -m benchmarks.bench_flow_overhead [--repeats 1] [--out reports/flow_overhead.json]
 
 Both variants run all four stages (`--force`, so DVC's cache does not skip any) in one scratch copy of the
 project, alternating (dvc, flow, dvc, flow, ...) so that other load on the machine hits both alike. Prefect's
@@ -22,7 +22,7 @@ from typing import Annotated
 
 import typer
 
-from scripts.scratch_project import scratch_project
+from benchmarks.scratch_project import scratch_project
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).with_name("dvc"))

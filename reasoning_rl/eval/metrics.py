@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from reasoning_rl.answer_check import answer_value, is_correct, latex_core, needs_math_verify
-from reasoning_rl.formatting import extract_answer_lenient, parse_completion
+from reasoning_rl.task.answer_check import answer_value, is_correct, latex_core, needs_math_verify
+from reasoning_rl.task.formatting import extract_answer_lenient, parse_completion
 
 # ----------------------------------------------------------------------------------------------------------
 # Sampling metrics
@@ -156,7 +156,7 @@ def reasoning_steps(reference_solution: str) -> int:
     GSM8K writes one calculation step per line (arXiv 2110.14168 §2: "between 2 and 8 steps"), and
     complexity-based prompting (Fu et al. 2022, arXiv 2210.00720 §3) measures reasoning complexity the same
     way, by the number of lines of the rationale. Lines, not `<<...>>` annotations: some steps have no
-    calculator call, and the prepared data has the annotations removed (reasoning_rl/data.py).
+    calculator call, and the prepared data has the annotations removed (reasoning_rl/task/gsm8k.py).
     """
     text = reference_solution.split("####")[0]
     return sum(1 for line in text.splitlines() if line.strip())

@@ -1,27 +1,12 @@
-"""Evaluation: greedy batched generation and GSM8K scoring with the same parser as the rewards."""
+"""Batched generation with transformers' `generate` (greedy or sampled), in input order."""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
-
-from reasoning_rl.formatting import extract_answer_lenient, parse_completion
-from reasoning_rl.rewards import is_correct
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (Wilson 1927; z = 1.96 for 95 %)."""
-    if n == 0:
-        return 0.0, 0.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass
@@ -48,7 +33,7 @@ def generate_sampled(
 ) -> tuple[list[list[Generation]], float]:
     """`num_samples` completions per prompt from softmax(logits / temperature), for pass@k and maj@k.
 
-    top_k=0 and top_p=1: the untruncated distribution, as GRPO samples it (reasoning_rl/mini_grpo.py), so
+    top_k=0 and top_p=1: the untruncated distribution, as GRPO samples it (teaching/mini_grpo.py), so
     pass@k measures what the policy itself would produce. `batch_size` counts sequences, not prompts.
     """
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
@@ -104,44 +89,3 @@ def _decode(ids: list[int], tokenizer, eos: int) -> Generation:
     ids = [t for t in ids if t != tokenizer.pad_token_id]
     return Generation(text=tokenizer.decode(ids, skip_special_tokens=True), num_tokens=len(ids) + int(ended),
                       truncated=not ended)
-
-
-def score(generations: list[Generation], golds: list[str]) -> list[dict]:
-    """Per-question verdicts with the reward parser: format ok, answer extracted, correct."""
-    rows = []
-    for gen, gold in zip(generations, golds, strict=True):
-        parsed = parse_completion(gen.text)
-        lenient = extract_answer_lenient(gen.text)
-        rows.append(
-            {
-                "format_ok": parsed is not None,
-                "correct": parsed is not None and is_correct(parsed.answer, gold),
-                # Diagnostic only: right number inside <answer> even when the format around it is broken.
-                "correct_lenient": lenient is not None and is_correct(lenient, gold),
-                "answer_extracted": lenient is not None,
-                "num_tokens": gen.num_tokens,
-                "truncated": gen.truncated,
-            }
-        )
-    return rows
-
-
-def summarize(rows: list[dict], decode_seconds: float) -> dict[str, float]:
-    """Accuracy with its Wilson 95 % interval, format rate, lengths and throughput."""
-    n = len(rows)
-    correct = sum(r["correct"] for r in rows)
-    low, high = wilson_interval(correct, n)
-    tokens = sum(r["num_tokens"] for r in rows)
-    return {
-        "questions": n,
-        "accuracy": correct / n if n else 0.0,
-        "accuracy_ci_low": low,
-        "accuracy_ci_high": high,
-        "format_rate": sum(r["format_ok"] for r in rows) / n if n else 0.0,
-        "accuracy_lenient": sum(r["correct_lenient"] for r in rows) / n if n else 0.0,
-        "answer_extraction_rate": sum(r["answer_extracted"] for r in rows) / n if n else 0.0,
-        "truncated_rate": sum(r["truncated"] for r in rows) / n if n else 0.0,
-        "mean_completion_tokens": tokens / n if n else 0.0,
-        "tokens_per_second": tokens / decode_seconds if decode_seconds > 0 else 0.0,
-        "decode_seconds": decode_seconds,
-    }

@@ -1,11 +1,11 @@
 """Decode speed of the evaluate path against a naive path, on the same GSM8K questions, in one run.
 
-Run: python -m scripts.bench_eval_speed [--questions 32] [--max-new-tokens 128] [--rounds 2] [--profile]
+Run: python -m benchmarks.bench_eval_speed [--questions 32] [--max-new-tokens 128] [--rounds 2] [--profile]
 Writes reports/eval_speed.json.
 
 - naive: fp32 weights, SDPA attention (the transformers default), batch 1, plain greedy `generate`;
 - evaluate: what stages/evaluate.py runs: bf16 where the CPU has native bf16 (`base.dtype: auto`),
-  `grouped_eager` attention (reasoning_rl/attention.py: eager without the per-step KV-cache copies), all
+  `grouped_eager` attention (reasoning_rl/model/attention.py: eager without the per-step KV-cache copies), all
   questions in length-sorted batches of `--batch-size`, left padding, each batch stopping when its last
   sequence emits EOS;
 - evaluate with transformers' eager attention: the same path before grouped_eager, to show what it adds;
@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 
 from reasoning_rl import paths
-from reasoning_rl.data import load_gsm8k
-from reasoning_rl.evaluation import generate_batched
-from reasoning_rl.modeling import DECODE_ATTENTION, EMBEDDED_MODEL, load_model, pick_dtype
+from reasoning_rl.eval.generation import generate_batched
+from reasoning_rl.model.loading import DECODE_ATTENTION, EMBEDDED_MODEL, load_model, pick_dtype
+from reasoning_rl.task.gsm8k import load_gsm8k
 
 
 def run_variant(name: str, model, tokenizer, prompts, batch_size: int, max_new_tokens: int,

@@ -1,7 +1,7 @@
 """The evaluation report: one self-contained HTML file (inline CSS, PNGs as base64, no network at view time).
 
 Sections: the model table with Wilson intervals and trace diagnostics, McNemar's paired test for each pair of
-models, accuracy by difficulty (reference-solution steps, `reasoning_rl.metrics.reasoning_steps`), the GRPO
+models, accuracy by difficulty (reference-solution steps, `reasoning_rl.eval.metrics.reasoning_steps`), the GRPO
 reward and KL curves per step, and side-by-side traces of the same questions.
 Inputs are plain data (the evaluate stage's samples and metrics, the GRPO history); `stages/report.py` reads
 the files and MLflow, this module only computes and renders.
@@ -17,8 +17,8 @@ from dataclasses import asdict
 from itertools import combinations
 from typing import Any
 
-from reasoning_rl.evaluation import wilson_interval
-from reasoning_rl.metrics import difficulty_bucket, mcnemar, trace_diagnostics
+from reasoning_rl.eval.metrics import difficulty_bucket, mcnemar, trace_diagnostics
+from reasoning_rl.eval.scoring import wilson_interval
 
 # GRPO history keys drawn, in this order, when present (TRL's names; `kl` only exists when beta > 0).
 CURVES = (
@@ -307,8 +307,8 @@ def grpo_history_from_mlflow(adapter_sha256: str, tracking_uri: str | None = Non
     """
     from mlflow.tracking import MlflowClient
 
-    from reasoning_rl.tracking import experiment_name
-    from reasoning_rl.tracking import tracking_uri as default_uri
+    from reasoning_rl.ops.tracking import experiment_name
+    from reasoning_rl.ops.tracking import tracking_uri as default_uri
 
     client = MlflowClient(tracking_uri or default_uri())
     exp = client.get_experiment_by_name(experiment or experiment_name())
@@ -343,8 +343,8 @@ def load_inputs(models: Sequence[str], samples_path, metrics_path, test_path, hi
     import json
     from pathlib import Path
 
-    from reasoning_rl.data import read_records
-    from reasoning_rl.metrics import reasoning_steps
+    from reasoning_rl.eval.metrics import reasoning_steps
+    from reasoning_rl.task.gsm8k import read_records
 
     samples = {m: read_records(samples_path(m)) for m in models if Path(samples_path(m)).is_file()}
     if not samples:
