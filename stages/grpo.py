@@ -44,7 +44,7 @@ def main() -> None:
     ):
         ####  data: train prompts with their gold answers (the correctness reward reads `answer`)
         rows = read_records(paths.TRAIN)
-        random.Random(base.seed + 1).shuffle(rows)  # a different order from SFT's subset
+        random.Random(cfg.prompt_seed).shuffle(rows)  # its own order (SFT draws its subset with base.seed)
         rows = rows[: cfg.num_prompts] if cfg.num_prompts else rows
 
         ####  train from the SFT adapter
@@ -59,6 +59,7 @@ def main() -> None:
                 paths.adapter_dir("sft"),
                 paths.checkpoints_dir("grpo"),
                 backend=base.backend,
+                generation_engine=base.engine,
             )
 
         ####  save the adapter (safetensors) and metrics: under `accelerate launch`, rank 0 alone writes

@@ -55,10 +55,12 @@ def main() -> None:
         max_completion_length=8,  # tiny model, tiny completions: the test is about processes, not quality
         learning_rate=1e-2,  # large, so the LoRA weights visibly move in 2 steps
         reward_funcs=("tiny_length",),
-        generation_threads=1,  # two processes share the cores
+        warmup_steps=0,
+        training_attention=None,  # as loaded (SDPA): the test checks the model keeps it
         shared_prefix=True,  # as params.yaml: under DDP the trainer must fall back to TRL's own forward
     )
-    trainer, _ = train_grpo(cfg, args.model_dir, "float32", 0, rows, Path(args.adapter), out / "checkpoints")
+    trainer, _ = train_grpo(cfg, args.model_dir, "float32", 0, rows, Path(args.adapter), out / "checkpoints",
+                            generation_engine="transformers")  # vLLM colocated per rank is not what this tests
 
     accelerator = trainer.accelerator
     marker = {
@@ -69,7 +71,6 @@ def main() -> None:
         "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
         "prompts_seen": sorted(set(PROMPTS_SEEN)),
         "lora_sha256": lora_hash(trainer.model),
-        # generation ran with eager attention; training must get SDPA back
         "attention_after": trainer.model.get_base_model().config._attn_implementation,
         "saved_adapter": False,
     }

@@ -23,12 +23,12 @@ def lora_layers(model):
 def test_compute_loss_runs_without_lora_upcasting_and_restores_it(monkeypatch, policy):
     from trl import GRPOTrainer
 
-    from reasoning_rl.train.grpo import grpo_trainer_class
+    from reasoning_rl.train.grpo import GrpoTrainer
 
     seen = []
     monkeypatch.setattr(GRPOTrainer, "compute_loss", lambda self, model, inputs, *a, **k: seen.append(
         {layer.cast_input_dtype_enabled for layer in lora_layers(model)}) or "loss")
-    trainer = object.__new__(grpo_trainer_class())  # no __init__: only the loss wrapper is under test
+    trainer = object.__new__(GrpoTrainer)  # no __init__: only the loss wrapper is under test
     trainer.autocast_lora = True
     assert trainer.compute_loss(policy, {}) == "loss"
     assert seen == [{False}]

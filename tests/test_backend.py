@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from reasoning_rl.config import GrpoConfig, params_from_dict
+from reasoning_rl.config import params_from_dict
 from reasoning_rl.model import loading as modeling
 from reasoning_rl.model.loading import BackendUnavailableError, resolve_backend, select_backend
 
@@ -65,19 +65,10 @@ def test_select_backend_explicit_unsloth_without_cuda_is_error(monkeypatch):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
-def test_train_grpo_use_vllm_on_cpu_is_error_before_loading(tmp_path):
-    from reasoning_rl.train.grpo import train_grpo
-
-    with pytest.raises(ValueError, match=r"grpo.use_vllm is true but CUDA is not available"):
-        train_grpo(GrpoConfig(use_vllm=True), "no/such-model", "auto", 0, [], tmp_path, tmp_path)
-
-
 @pytest.mark.parametrize(
     ("section", "values", "message"),
     [
         ("base", {"backend": "jax"}, r"base.backend \('jax'\) must be one of"),
-        ("grpo", {"generation_attention": "flash"}, r"grpo.generation_attention \('flash'\)"),
-        ("grpo", {"generation_threads": 0}, r"grpo.generation_threads \(0\)"),
         ("grpo", {"steps_per_generation": 0}, r"grpo.steps_per_generation \(0\)"),
         ("grpo", {"vllm_mode": "remote"}, r"grpo.vllm_mode \('remote'\)"),
         ("grpo", {"vllm_gpu_memory_utilization": 1.5}, r"grpo.vllm_gpu_memory_utilization \(1.5\)"),
@@ -92,34 +83,4 @@ def test_params_backend_and_speed_keys_validated(section, values, message):
 def test_gpu_profiles_validate_and_use_unsloth_with_vllm(path):
     params = params_from_dict(yaml.safe_load((ROOT / path).read_text()))
     assert params.base.backend in ("auto", "unsloth")
-    assert params.grpo.use_vllm and params.grpo.vllm_mode == "colocate"
-
-
-@pytest.mark.parametrize(("attention", "threads"), [("grouped_eager", None), ("eager", 1), (None, None)])
-def test_grpo_trainer_generation_settings_apply_and_restore(monkeypatch, attention, threads):
-    """Sampling runs with `generation_attention`/`generation_threads`; training gets its own back after."""
-    from tiny_models import tiny_llama
-    from trl import GRPOTrainer
-
-    from reasoning_rl.train.grpo import grpo_trainer_class
-
-    seen = {}
-
-    def fake_generate(self, *args, **kwargs):
-        seen["attention"] = self.model.config._attn_implementation
-        seen["threads"] = torch.get_num_threads()
-        return "completions"
-
-    monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", fake_generate)
-    cls = grpo_trainer_class()
-    trainer = object.__new__(cls)  # no __init__: only the generation wrapper is under test
-    trainer.model = tiny_llama().float()
-    trainer.model.set_attn_implementation("sdpa")
-    trainer.accelerator = type("Acc", (), {"unwrap_model": staticmethod(lambda m: m)})()
-    trainer.generation_attention, trainer.generation_threads = attention, threads
-    training_threads = torch.get_num_threads()
-
-    assert trainer._generate_single_turn([[1, 2]], None, {}) == "completions"
-    assert seen == {"attention": attention or "sdpa", "threads": threads or training_threads}
-    assert trainer.model.config._attn_implementation == "sdpa"
-    assert torch.get_num_threads() == training_threads
+    assert params.base.engine == "vllm" and params.grpo.vllm_mode == "colocate"

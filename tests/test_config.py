@@ -2,14 +2,50 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
-from reasoning_rl.config import GrpoConfig, SftConfig, params_from_dict
+from reasoning_rl.config import SECTIONS, GrpoConfig, Params, SftConfig, params_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_config_defaults_equal_params_yaml(section):
+    """One source for every default: a dataclass default that drifts from params.yaml fails here (and a
+    partial profile, which falls back to the defaults, is therefore an overlay on params.yaml)."""
+    written = yaml.safe_load((ROOT / "params.yaml").read_text())[section]
+    defaults = getattr(Params(), section)
+    assert params_from_dict({section: written}) == Params(**{section: defaults}), (
+        f"params.yaml's {section} section and {type(defaults).__name__}'s defaults disagree"
+    )
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_params_yaml_writes_every_key(section):
+    """params.yaml spells out every key, so it reads as the whole recipe."""
+    written = yaml.safe_load((ROOT / "params.yaml").read_text())[section]
+    assert set(written) == {f.name for f in dataclasses.fields(SECTIONS[section])}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"top_pp": 0.9}, r"grpo.trl.top_pp is not a trl.GRPOConfig option"),
+        ({"max_steps": 3}, r"grpo.trl.max_steps: set it as grpo.max_steps"),
+        ({"bf16": False}, r"grpo.trl.bf16 is set by the project"),
+    ],
+)
+def test_grpo_trl_options_bad_key_is_named(options, message):
+    with pytest.raises(ValueError, match=message):
+        params_from_dict({"grpo": {"trl": options}})
+
+
+def test_grpo_trl_options_pass_through():
+    assert params_from_dict({"grpo": {"trl": {"top_p": 0.95}}}).grpo.trl == {"top_p": 0.95}
 
 
 @pytest.mark.parametrize("path", ["params.yaml", "profiles/smoke.yaml"])
@@ -28,6 +64,8 @@ def test_params_files_validate(path):
         ("grpo", {"beta": -0.1}, r"grpo.beta \(-0.1\)"),
         ("grpo", {"epsilon_high": 0.1}, r"epsilon_high \(0.1\) must be >= grpo.epsilon"),
         ("grpo", {"reward_weights": [1.0]}, r"reward_weights has 1 values"),
+        ("grpo", {"scale_rewards": "yes"}, r"grpo.scale_rewards \('yes'\) must be one of"),
+        ("base", {"engine": "tgi"}, r"base.engine \('tgi'\) must be one of"),
         ("grpo", {"training_attention": "flash"}, r"grpo.training_attention \('flash'\) must be one of"),
         ("grpo", {"shared_prefix": True, "gradient_checkpointing": True}, r"grpo.shared_prefix needs grpo.gradient_"),
         ("sft", {"learning_rate": 0}, r"sft.learning_rate \(0.0\) must be > 0"),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from reasoning_rl.train.shared_prefix import completion_logits, prompt_groups
-from tests.tiny_models import tiny_llama, tiny_lora_policy
+from tests.tiny_models import tiny_lora_policy
 
 PROMPT, COMPLETION, GROUP = 7, 5, 3
 
@@ -106,9 +106,9 @@ def test_shared_prefix_refuses_a_model_that_does_not_cache_the_prompt(policy):
 
 def test_grpo_trainer_log_probs_match_trls_own_with_shared_prefix(policy):
     """The trainer's override against TRL's own `_get_per_token_logps_and_entropies` on the same batch."""
-    from reasoning_rl.train.grpo import grpo_trainer_class
+    from reasoning_rl.train.grpo import GrpoTrainer
 
-    trainer = object.__new__(grpo_trainer_class())  # no __init__: only the log-prob computation is under test
+    trainer = object.__new__(GrpoTrainer)  # no __init__: only the log-prob computation is under test
     trainer.temperature, trainer._entropy_bonus_enabled = 0.9, False
     trainer.accelerator = fake_accelerator()
     trainer.model_kwarg_keys = {"input_ids", "attention_mask", "logits_to_keep", "use_cache"}
@@ -124,45 +124,13 @@ def test_grpo_trainer_log_probs_match_trls_own_with_shared_prefix(policy):
     torch.testing.assert_close(entropy, trl_entropy, rtol=1e-5, atol=1e-5)
 
 
-def test_prefilled_generation_matches_plain_generation():
-    """Greedy decoding from a shared prefilled cache picks the same tokens as generate from scratch."""
-    from reasoning_rl.train.shared_prefix import prefilled_generate
-
-    model = tiny_llama(seed=5).eval()
-    ids, mask = grouped_batch()
-    prompts, prompt_mask = ids[:, :PROMPT], mask[:, :PROMPT]
-    kwargs = dict(max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None)
-    with torch.no_grad():
-        expected = model.generate(input_ids=prompts, attention_mask=prompt_mask, **kwargs)
-        got = prefilled_generate(model, prompts, prompt_mask, **kwargs)
-    assert torch.equal(got, expected)
-
-
-def test_grpo_trainer_prefills_shared_prompts_on_the_merged_sampler(monkeypatch, policy):
-    from trl import GRPOTrainer
-
-    import reasoning_rl.train.shared_prefix as shared_prefix
-    from reasoning_rl.train.grpo import grpo_trainer_class
-
-    calls = []
-    monkeypatch.setattr(shared_prefix, "prefilled_generate", lambda model, **kw: calls.append(model) or "ids")
-    monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", lambda self, *a, **k: self.model_wrapped.generate(
-        input_ids=None, attention_mask=None))
-    trainer = object.__new__(grpo_trainer_class())  # no __init__: only the generation wrapper is under test
-    trainer.model = trainer.model_wrapped = policy
-    trainer.accelerator = type("Acc", (), {"unwrap_model": staticmethod(lambda m: m)})()
-    trainer.merged_sampling = trainer.shared_prefix = True
-    assert trainer._generate_single_turn([[1, 2]], None, {}) == "ids"
-    assert calls and calls[0] is trainer._sampler
-
-
 def test_grpo_trainer_keeps_trls_forward_for_a_wrapped_model(monkeypatch, policy):
     """Under DDP/DeepSpeed (the accelerator unwraps to another object) the shared prefix stays off."""
     import reasoning_rl.train.shared_prefix as shared_prefix
-    from reasoning_rl.train.grpo import grpo_trainer_class
+    from reasoning_rl.train.grpo import GrpoTrainer
 
     monkeypatch.setattr(shared_prefix, "completion_logits", lambda *a, **k: pytest.fail("shared prefix used"))
-    trainer = object.__new__(grpo_trainer_class())
+    trainer = object.__new__(GrpoTrainer)
     trainer.temperature, trainer._entropy_bonus_enabled, trainer.shared_prefix = 0.9, False, True
     trainer.model_kwarg_keys = {"input_ids", "attention_mask", "logits_to_keep", "use_cache"}
     trainer.accelerator = fake_accelerator(unwrap=lambda m: object())
@@ -175,7 +143,7 @@ def test_grpo_trainer_shared_prefix_matches_trl_under_bf16_autocast(policy):
     """As accelerate prepares a bf16 model on CPU (forward under autocast, fp32 outputs): same fp32 log-probs."""
     from accelerate.utils import convert_outputs_to_fp32
 
-    from reasoning_rl.train.grpo import grpo_trainer_class
+    from reasoning_rl.train.grpo import GrpoTrainer
 
     policy.to(torch.bfloat16)
     for name, param in policy.named_parameters():
@@ -183,7 +151,7 @@ def test_grpo_trainer_shared_prefix_matches_trl_under_bf16_autocast(policy):
             param.data = param.data.float()  # PEFT keeps adapter weights in fp32
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     policy.forward = convert_outputs_to_fp32(autocast()(policy.forward))  # accelerate's prepare_model
-    trainer = object.__new__(grpo_trainer_class())
+    trainer = object.__new__(GrpoTrainer)
     trainer.temperature, trainer._entropy_bonus_enabled = 0.9, False
     trainer.model_kwarg_keys = {"input_ids", "attention_mask", "logits_to_keep", "use_cache"}
     trainer.accelerator = fake_accelerator(autocast=autocast)

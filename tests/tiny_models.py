@@ -57,3 +57,19 @@ def tiny_lora_policy(dtype: torch.dtype = torch.float32):
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.1)
     return model
+
+
+def random_lora_adapter(model: str, out, seed: int = 0):
+    """A saved LoRA adapter (safetensors) on `model` whose B is non-zero, so it changes what the model writes."""
+    from peft import get_peft_model
+
+    from reasoning_rl.model.loading import load_model
+    from reasoning_rl.train.lora import lora_config
+
+    torch.manual_seed(seed)
+    policy = get_peft_model(load_model(model, "float32").model, lora_config(16, 32, 0.0))
+    for name, param in policy.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.05)
+    policy.save_pretrained(out, safe_serialization=True)
+    return out

