@@ -1,14 +1,13 @@
-"""Where a GRPO step's time goes on CPU: sampling, the loss forward and the backward, per step.
+"""Where a GRPO step's time goes on CPU: sampling (with the weight sync), the loss forward and the backward.
 
-Run: python -m benchmarks.bench_grpo_phases [--no-merged-sampling] [--no-shared-prefix] [--no-inverse-cdf-sampling]
-     [--no-autocast-lora]
-     [--generation-threads 1] [--generation-attention eager] [--training-attention sdpa] [--steps 3]
+Run: python -m benchmarks.bench_grpo_phases [--engine transformers] [--no-shared-prefix] [--no-autocast-lora]
+     [--training-attention sdpa] [--steps 3]
 
-Runs `training.train_grpo` (the stage's function) with the tuned settings from params.yaml (the defaults of
-the flags below), except the knobs given here, and times TRL's `_generate_single_turn` (sampling one step's
-completions), `compute_loss` (the policy's forward and the log-probs) and the backward. Prints, per step:
-those seconds, TRL's step_time, what remains (rewards, advantages, bookkeeping) and the mean completion
-length.
+Runs `train_grpo` (the stage's function) with the tuned settings from params.yaml (the defaults of the flags
+below), except the knobs given here, with a GrpoTrainer subclass that times TRL's `_generate_single_turn`
+(sampling one step's completions, and pushing the new weights into vLLM first), `compute_loss` (the policy's
+forward and the log-probs) and the backward. Prints, per step: those seconds, TRL's step_time, what remains
+(rewards, advantages, bookkeeping) and the mean completion length.
 """
 
 from __future__ import annotations
@@ -19,10 +18,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import reasoning_rl.train.grpo as training
 from reasoning_rl import paths
 from reasoning_rl.config import load_params
 from reasoning_rl.task.gsm8k import read_records
+from reasoning_rl.train.grpo import GrpoTrainer, train_grpo
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,17 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--max-completion-length", type=int, default=160)
-    parser.add_argument("--generation-threads", type=int, default=None, help="default: all threads")
-    parser.add_argument("--generation-attention", default=params.grpo.generation_attention)
-    parser.add_argument("--merged-sampling", action=argparse.BooleanOptionalAction,
-                        default=params.grpo.merged_sampling,
-                        help="sample from a merged copy of the LoRA policy (grpo.merged_sampling)")
+    parser.add_argument("--engine", default=params.base.engine, help="generation engine (base.engine)")
     parser.add_argument("--shared-prefix", action=argparse.BooleanOptionalAction,
                         default=params.grpo.shared_prefix,
                         help="forward each group's prompt once in training (grpo.shared_prefix)")
-    parser.add_argument("--inverse-cdf-sampling", action=argparse.BooleanOptionalAction,
-                        default=params.grpo.inverse_cdf_sampling,
-                        help="inverse-CDF token draws (grpo.inverse_cdf_sampling)")
     parser.add_argument("--training-attention", default=params.grpo.training_attention)
     parser.add_argument("--autocast-lora", action=argparse.BooleanOptionalAction, default=params.grpo.autocast_lora,
                         help="no fp32 upcast of LoRA inputs under autocast (grpo.autocast_lora)")
@@ -49,12 +41,9 @@ def main(argv: list[str] | None = None) -> None:
 
     cfg = replace(params.grpo, max_steps=args.steps, max_completion_length=args.max_completion_length,
                   per_device_train_batch_size=16, num_generations=4, learning_rate=3e-5, temperature=0.9,
-                  logging_steps=1, save_steps=10_000, generation_threads=args.generation_threads,
-                  generation_attention=args.generation_attention, merged_sampling=args.merged_sampling,
-                  shared_prefix=args.shared_prefix, inverse_cdf_sampling=args.inverse_cdf_sampling,
+                  warmup_steps=0, logging_steps=1, save_steps=10_000, shared_prefix=args.shared_prefix,
                   training_attention=args.training_attention, autocast_lora=args.autocast_lora)
     times: dict[str, list[float]] = {"sampling": [], "loss forward": [], "backward": []}
-    make_trainer = training.grpo_trainer_class
 
     def timed(key: str, call):
         start = time.perf_counter()
@@ -63,32 +52,28 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             times[key].append(time.perf_counter() - start)
 
-    def timed_trainer_class():
-        class Timed(make_trainer()):
-            def _generate_single_turn(self, *a, **k):
-                return timed("sampling", lambda: super(Timed, self)._generate_single_turn(*a, **k))
+    class Timed(GrpoTrainer):
+        def _generate_single_turn(self, *a, **k):
+            return timed("sampling", lambda: super(Timed, self)._generate_single_turn(*a, **k))
 
-            def compute_loss(self, *a, **k):
-                return timed("loss forward", lambda: super(Timed, self).compute_loss(*a, **k))
+        def compute_loss(self, *a, **k):
+            return timed("loss forward", lambda: super(Timed, self).compute_loss(*a, **k))
 
-            def training_step(self, *a, **k):
-                backward = self.accelerator.backward
-                self.accelerator.backward = lambda loss, **kw: timed("backward", lambda: backward(loss, **kw))
-                try:
-                    return super().training_step(*a, **k)
-                finally:
-                    self.accelerator.backward = backward
-        return Timed
+        def training_step(self, *a, **k):
+            backward = self.accelerator.backward
+            self.accelerator.backward = lambda loss, **kw: timed("backward", lambda: backward(loss, **kw))
+            try:
+                return super().training_step(*a, **k)
+            finally:
+                self.accelerator.backward = backward
 
-    training.grpo_trainer_class = timed_trainer_class
     rows = read_records(paths.TRAIN)[:64]
     with tempfile.TemporaryDirectory() as tmp:
-        _, history = training.train_grpo(cfg, params.base.model, params.base.dtype, params.base.seed, rows,
-                                         Path(args.adapter), Path(tmp), backend="plain")
+        _, history = train_grpo(cfg, params.base.model, params.base.dtype, params.base.seed, rows,
+                                Path(args.adapter), Path(tmp), backend="plain", generation_engine=args.engine,
+                                trainer_class=Timed)
     steps = [h for h in history.history if "step_time" in h]
-    print(f"threads while sampling: {args.generation_threads or 'all'}, attention: sampling "
-          f"{args.generation_attention}, training {args.training_attention or 'sdpa'}; merged sampling: "
-          f"{args.merged_sampling}, inverse-CDF draws: {args.inverse_cdf_sampling}, "
+    print(f"engine: {args.engine}; training attention {args.training_attention or 'sdpa'}; "
           f"shared prefix: {args.shared_prefix}, autocast LoRA: {args.autocast_lora}")
     print("| step | sampling s | loss forward s | backward s | step s | rest s | mean completion tokens |\n"
           "|---|---|---|---|---|---|---|")

@@ -54,3 +54,4 @@ def eval_samples(model: str) -> Path:
 EVAL_TABLE = REPORTS / "eval_table.md"
 REPORT = REPORTS / "report.html"  # the self-contained evaluation report (written by the evaluate stage)
 EVAL_REPORT_METRICS = METRICS / "eval_report.json"  # its numbers: paired tests, accuracy by difficulty
+PAIRED_METRICS = METRICS / "paired.json"  # McNemar exact p and accuracy delta per pair, strict and flexible

@@ -3,8 +3,9 @@
 Run: python -m scripts.compare_runs [--register] [--alias champion] [--experiment reasoning-rl]
      (MLFLOW_TRACKING_URI picks the store; default: sqlite:///mlflow.db in the project root)
 
-Prints one row per evaluated pipeline run (base / SFT / GRPO accuracy and format rate, key params, wall time of
-the stages that ran) and marks with ★ the best GRPO run by accuracy on the newest run's question set.
+Prints one row per evaluated pipeline run (base / SFT / GRPO strict and flexible accuracy, format rate, key params,
+wall time of the stages that ran) and marks with ★ the best GRPO run by strict accuracy on the newest run's
+question set.
 The same logic runs as a Prefect flow: flows/compare.py.
 """
 

@@ -19,7 +19,7 @@ from reasoning_rl import paths
 from reasoning_rl.config import load_params
 from reasoning_rl.eval.generation import ModelGenerator
 from reasoning_rl.eval.metrics import summarize_sampled, trace_diagnostics
-from reasoning_rl.eval.report import load_inputs, render_html
+from reasoning_rl.eval.report import load_inputs, paired_summary, render_html
 from reasoning_rl.eval.scoring import score, summarize
 from reasoning_rl.files import write_json
 from reasoning_rl.model.engine import resolve_engine
@@ -33,12 +33,15 @@ log = logging.getLogger("stages.evaluate")
 
 def markdown_table(results: dict[str, dict]) -> str:
     lines = [
-        "| model | accuracy | 95 % Wilson CI | format rate | mean tokens | questions | tokens/s |",
-        "|---|---|---|---|---|---|---|",
+        "| model | strict accuracy | 95 % Wilson CI | flexible accuracy | 95 % Wilson CI | format rate | mean tokens "
+        "| questions | tokens/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in results.items():
         lines.append(
             f"| {name} | {m['accuracy']:.1%} | [{m['accuracy_ci_low']:.1%}, {m['accuracy_ci_high']:.1%}] "
+            f"| {m['flexible_accuracy']:.1%} "
+            f"| [{m['flexible_accuracy_ci_low']:.1%}, {m['flexible_accuracy_ci_high']:.1%}] "
             f"| {m['format_rate']:.1%} | {m['mean_completion_tokens']:.0f} | {m['questions']} "
             f"| {m['tokens_per_second']:.0f} |"
         )
@@ -131,6 +134,7 @@ def main() -> None:
         page, summary = render_html(**report_inputs, meta=meta)
         paths.REPORT.write_text(page, encoding="utf-8")
         write_json(paths.EVAL_REPORT_METRICS, summary)
+        write_json(paths.PAIRED_METRICS, paired_summary(summary))
         log_metrics({f"p_exact/{p['a']}_vs_{p['b']}": p["p_exact"] for p in summary["paired"].values()})
         log_artifacts(paths.REPORT)
         log.info("report: %s (GRPO curves from %s)", paths.REPORT, report_inputs["history_source"])

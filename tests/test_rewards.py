@@ -349,3 +349,21 @@ def test_bench_math_verify_path_throughput_floor() -> None:
     completions, golds = bench.build_completions(bench.load_examples(bench.DEFAULT_DATA_DIR), 100, 0, True)
     answer_check.is_correct(r"\frac{1}{2}", "0.5")  # one-off parser start-up is not what this guards
     assert bench.score_rate(completions, golds, cold=True) >= 20
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "expected"),
+    [
+        ("She has 16 - 3 - 4 = 9 eggs, so 9 * 2 = $18.", "18", True),  # the last number, "$" and "." dropped
+        ("<think>9 * 2 = 18</think><answer>18</answer>", "18", True),  # the format does not matter
+        ("The total is 1,080 dollars", "1080", True),  # thousands separators dropped
+        ("18 eggs, then 2 more: 20", "18", False),  # the last number, not any number
+        ("print(eggs * price)", "18", False),  # no number at all
+        ("", "18", False),
+        ("-5 degrees", "-5", True),
+    ],
+)
+def test_flexible_extract_reads_the_last_number(completion, gold, expected):
+    from reasoning_rl.task.answer_check import is_flexible_correct
+
+    assert is_flexible_correct(completion, gold) is expected

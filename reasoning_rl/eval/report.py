@@ -35,10 +35,11 @@ COLOURS = {"base": "#7f7f7f", "sft": "#1f77b4", "grpo": "#d62728", "champion": "
 # ----------------------------------------------------------------------------------------------------------
 
 
-def aligned_verdicts(samples: dict[str, list[dict]]) -> tuple[list[str], dict[str, list[bool]]]:
-    """Question ids shared by every model (in the first model's order) and each model's verdicts on them."""
+def aligned_verdicts(samples: dict[str, list[dict]], key: str = "correct") -> tuple[list[str], dict[str, list[bool]]]:
+    """Question ids shared by every model (in the first model's order) and each model's verdicts on them
+    (`key`: "correct" = strict, "correct_flexible" = the last number; older samples lack the latter: False)."""
     models = list(samples)
-    by_id = {m: {r["id"]: bool(r["correct"]) for r in rows} for m, rows in samples.items()}
+    by_id = {m: {r["id"]: bool(r.get(key, False)) for r in rows} for m, rows in samples.items()}
     ids = [r["id"] for r in samples[models[0]] if all(r["id"] in by_id[m] for m in models)]
     return ids, {m: [by_id[m][i] for i in ids] for m in models}
 
@@ -49,12 +50,17 @@ def model_rows(samples: dict[str, list[dict]], metrics: dict[str, dict]) -> list
     for model, records in samples.items():
         n, correct = len(records), sum(bool(r["correct"]) for r in records)
         low, high = wilson_interval(correct, n)
+        flexible = sum(bool(r.get("correct_flexible", False)) for r in records)
+        flex_low, flex_high = wilson_interval(flexible, n)
         row = {
             "model": model,
             "questions": n,
             "accuracy": correct / n if n else 0.0,
             "ci_low": low,
             "ci_high": high,
+            "flexible_accuracy": flexible / n if n else 0.0,
+            "flexible_ci_low": flex_low,
+            "flexible_ci_high": flex_high,
             "format_rate": sum(bool(r["format_ok"]) for r in records) / n if n else 0.0,
             "mean_tokens": sum(r["num_tokens"] for r in records) / n if n else 0.0,
             **trace_diagnostics([r["completion"] for r in records]),
@@ -62,6 +68,16 @@ def model_rows(samples: dict[str, list[dict]], metrics: dict[str, dict]) -> list
         row |= {k: v for k, v in metrics.get(model, {}).items() if k.startswith(("pass@", "maj@"))}
         rows.append(row)
     return rows
+
+
+def paired_summary(summary: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """metrics/paired.json: per pair ("sft_vs_grpo"), McNemar's exact p and B - A accuracy, strict and flexible."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for kind, key in (("strict", "paired"), ("flexible", "paired_flexible")):
+        for p in summary[key].values():
+            out.setdefault(f"{p['a']}_vs_{p['b']}", {})[kind] = {"p": p["p_exact"], "delta": p["delta"],
+                                                                "only_a": p["only_a"], "only_b": p["only_b"]}
+    return out
 
 
 def paired_tests(verdicts: dict[str, list[bool]]) -> list[dict[str, Any]]:
@@ -214,6 +230,7 @@ def render_html(
     ids, verdicts = aligned_verdicts(samples)
     rows = model_rows(samples, metrics)
     pairs = paired_tests(verdicts)
+    flexible_pairs = paired_tests(aligned_verdicts(samples, "correct_flexible")[1])
     by_difficulty = accuracy_by_difficulty(ids, verdicts, steps)
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{_CSS}</style>",
@@ -224,25 +241,30 @@ def render_html(
     ####  the model table
     sampling = sorted({k for r in rows for k in r if k.startswith(("pass@", "maj@"))},
                       key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
-    head = ["model", "accuracy", "95 % Wilson CI", "format rate", "mean think words", "no <answer>",
-            "unreadable answer", "mean tokens", *sampling]
+    head = ["model", "strict accuracy", "95 % Wilson CI", "flexible accuracy", "95 % Wilson CI", "format rate",
+            "mean think words", "no <answer>", "unreadable answer", "mean tokens", *sampling]
     table = [
-        [esc(r["model"]), _pct(r["accuracy"]), f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]", _pct(r["format_rate"]),
+        [esc(r["model"]), _pct(r["accuracy"]), f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]",
+         _pct(r["flexible_accuracy"]), f"[{_pct(r['flexible_ci_low'])}, {_pct(r['flexible_ci_high'])}]",
+         _pct(r["format_rate"]),
          f"{r.get('mean_think_words', 0.0):.0f}", _pct(r.get("no_answer_block_rate", 0.0)),
          _pct(r.get("unreadable_answer_rate", 0.0)), f"{r['mean_tokens']:.0f}",
          *[_pct(r[k]) if k in r else "—" for k in sampling]]
         for r in rows
     ]
     parts.append("<h2>Models on the same questions (greedy)</h2>" + _table(head, table))
-    parts.append("<p class='note'>Accuracy: a well-formed completion whose answer equals the gold (the reward "
-                 "parser). Think words: well-formed completions only. pass@k (unbiased, Chen et al. 2021) and "
+    parts.append("<p class='note'>Strict accuracy: a well-formed completion whose answer equals the gold (the "
+                 "reward parser). Flexible accuracy: the last number anywhere in the completion equals the gold "
+                 "(lm-evaluation-harness's GSM8K flexible-extract): the maths, whatever the format. "
+                 "Think words: well-formed completions only. pass@k (unbiased, Chen et al. 2021) and "
                  "maj@k come from sampled completions when evaluate.samples_k &gt; 0.</p>")
 
     ####  paired tests
     head = ["pair (A vs B)", "A right, B wrong", "B right, A wrong", "Δ accuracy (B − A)", "McNemar exact p",
             "χ² (cc)", "χ² p"]
-    table = [[esc(p["pair"]), str(p["only_a"]), str(p["only_b"]), f"{100 * p['delta']:+.1f} pt", _p(p["p_exact"]),
-              f"{p['chi2']:.2f}", _p(p["p_chi2"])] for p in pairs]
+    table = [[esc(p["pair"]) + f" ({kind})", str(p["only_a"]), str(p["only_b"]), f"{100 * p['delta']:+.1f} pt",
+              _p(p["p_exact"]), f"{p['chi2']:.2f}", _p(p["p_chi2"])]
+             for kind, group in (("strict", pairs), ("flexible", flexible_pairs)) for p in group]
     parts.append("<h2>Paired tests (McNemar, same questions)</h2>" + _table(head, table))
     parts.append("<p class='note'>Only the discordant questions (one model right, the other wrong) carry "
                  "information; the exact p is the two-sided binomial test on them, the χ² uses Edwards' "
@@ -288,7 +310,8 @@ def render_html(
         parts.append("</div>")
     parts.append("</body></html>")
     summary = {"questions": len(ids), "models": {r["model"]: r for r in rows},
-               "paired": {p["pair"]: p for p in pairs}, "by_difficulty": by_difficulty,
+               "paired": {p["pair"]: p for p in pairs}, "paired_flexible": {p["pair"]: p for p in flexible_pairs},
+               "by_difficulty": by_difficulty,
                "history_source": history_source}
     return "".join(parts), summary
 

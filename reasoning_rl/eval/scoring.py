@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from reasoning_rl.task.answer_check import is_flexible_correct
 from reasoning_rl.task.formatting import extract_answer_lenient, parse_completion
 from reasoning_rl.task.rewards import is_correct
 
@@ -33,6 +34,8 @@ def score(generations: list[Generation], golds: list[str]) -> list[dict]:
             {
                 "format_ok": parsed is not None,
                 "correct": parsed is not None and is_correct(parsed.answer, gold),
+                # The maths apart from the format: the last number anywhere (lm-eval-harness flexible-extract).
+                "correct_flexible": is_flexible_correct(gen.text, gold),
                 # Diagnostic only: right number inside <answer> even when the format around it is broken.
                 "correct_lenient": lenient is not None and is_correct(lenient, gold),
                 "answer_extracted": lenient is not None,
@@ -44,16 +47,26 @@ def score(generations: list[Generation], golds: list[str]) -> list[dict]:
 
 
 def summarize(rows: list[dict], decode_seconds: float) -> dict[str, float]:
-    """Accuracy with its Wilson 95 % interval, format rate, lengths and throughput."""
+    """Strict and flexible accuracy with Wilson 95 % intervals, format rate, lengths and throughput.
+
+    accuracy (strict): a well-formed completion whose <answer> equals the gold (the reward parser);
+    flexible_accuracy: the last number anywhere in the completion equals the gold (lm-eval-harness's GSM8K
+    "flexible-extract"), whatever the format.
+    """
     n = len(rows)
     correct = sum(r["correct"] for r in rows)
     low, high = wilson_interval(correct, n)
+    flexible = sum(r["correct_flexible"] for r in rows)
+    flex_low, flex_high = wilson_interval(flexible, n)
     tokens = sum(r["num_tokens"] for r in rows)
     return {
         "questions": n,
         "accuracy": correct / n if n else 0.0,
         "accuracy_ci_low": low,
         "accuracy_ci_high": high,
+        "flexible_accuracy": flexible / n if n else 0.0,
+        "flexible_accuracy_ci_low": flex_low,
+        "flexible_accuracy_ci_high": flex_high,
         "format_rate": sum(r["format_ok"] for r in rows) / n if n else 0.0,
         "accuracy_lenient": sum(r["correct_lenient"] for r in rows) / n if n else 0.0,
         "answer_extraction_rate": sum(r["answer_extracted"] for r in rows) / n if n else 0.0,

@@ -44,7 +44,8 @@ class PipelineRow:
     evaluate_run_id: str
     question_set: str | None
     questions: int | None
-    accuracy: dict[str, float] = field(default_factory=dict)  # model -> accuracy
+    accuracy: dict[str, float] = field(default_factory=dict)  # model -> strict accuracy (the reward parser)
+    flexible_accuracy: dict[str, float] = field(default_factory=dict)  # model -> last-number accuracy
     format_rate: dict[str, float] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)  # KEY_PARAMS read from the GRPO/SFT runs
     wall_seconds: float = 0.0  # the stages that ran in this execution (cached ones cost nothing)
@@ -109,6 +110,8 @@ def pipeline_rows(experiment: str | None = None, tracking_uri: str | None = None
                 question_set=tags.get("eval_question_set"),
                 questions=int(questions) if questions else None,
                 accuracy={m: metrics[f"{m}/accuracy"] for m in MODELS if f"{m}/accuracy" in metrics},
+                flexible_accuracy={m: metrics[f"{m}/flexible_accuracy"] for m in MODELS
+                                   if f"{m}/flexible_accuracy" in metrics},
                 format_rate={m: metrics[f"{m}/format_rate"] for m in MODELS if f"{m}/format_rate" in metrics},
                 params=params,
                 wall_seconds=round(wall, 1),
@@ -138,7 +141,8 @@ def format_table(rows: list[PipelineRow], best: PipelineRow | None = None) -> st
         return f"{d[m]:.1%}" if m in d else "—"
 
     head = (
-        "| | pipeline run | questions | set | base acc | SFT acc | GRPO acc | base fmt | SFT fmt | GRPO fmt "
+        "| | pipeline run | questions | set | base acc | SFT acc | GRPO acc | base flex | SFT flex | GRPO flex "
+        "| base fmt | SFT fmt | GRPO fmt "
         "| loss_type | beta | G | SFT steps | GRPO steps | wall |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -147,7 +151,8 @@ def format_table(rows: list[PipelineRow], best: PipelineRow | None = None) -> st
         lines.append(
             f"| {'★' if best is not None and r.run_id == best.run_id else ''} | {r.name} | {r.questions or '?'} "
             f"| {(r.question_set or '?')[:8]} | {pct(r.accuracy, 'base')} | {pct(r.accuracy, 'sft')} "
-            f"| {pct(r.accuracy, 'grpo')} | {pct(r.format_rate, 'base')} | {pct(r.format_rate, 'sft')} "
+            f"| {pct(r.accuracy, 'grpo')} | {pct(r.flexible_accuracy, 'base')} | {pct(r.flexible_accuracy, 'sft')} "
+            f"| {pct(r.flexible_accuracy, 'grpo')} | {pct(r.format_rate, 'base')} | {pct(r.format_rate, 'sft')} "
             f"| {pct(r.format_rate, 'grpo')} | {p.get('grpo.loss_type', '?')} | {p.get('grpo.beta', '?')} "
             f"| {p.get('grpo.num_generations', '?')} | {p.get('sft.max_steps', '?')} | {p.get('grpo.max_steps', '?')} "
             f"| {r.wall_seconds / 60:.1f} min |"

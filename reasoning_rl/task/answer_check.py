@@ -225,3 +225,29 @@ def is_correct(answer: str, gold: object) -> bool:
         return core is not None and _math_verify_equal_bounded(core, gold_number)
     value = answer_value(answer)
     return value is not None and value == gold_number
+
+
+# lm-evaluation-harness's GSM8K "flexible-extract" filter (lm_eval/tasks/gsm8k/gsm8k.yaml): the last match of this
+# regex anywhere in the completion (group_select: -1), then its exact_match normalisation (regexes_to_ignore
+# ",", "\\$" and a trailing "."). It reads the maths apart from our answer format.
+FLEXIBLE_EXTRACT = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+
+
+def flexible_answer(completion: str) -> str | None:
+    """The last number written anywhere in `completion`, normalised as the harness does; None if there is none.
+
+    >>> flexible_answer("So 48 + 24 = 72 clips.")
+    '72'
+    """
+    matches = FLEXIBLE_EXTRACT.findall(completion or "")
+    if not matches:
+        return None
+    text = next(group for group in matches[-1] if group)
+    return text.replace(",", "").replace("$", "").removesuffix(".") or None
+
+
+def is_flexible_correct(completion: str, gold: object) -> bool:
+    """True when the last number in the completion equals the gold number (compared as numbers, as `is_correct`
+    does, where the harness compares strings: "72.0" counts here)."""
+    answer = flexible_answer(completion)
+    return answer is not None and is_correct(answer, gold)

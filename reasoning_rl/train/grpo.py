@@ -66,12 +66,14 @@ def train_grpo(
     output_dir: Path,
     backend: str = "plain",
     generation_engine: str = "auto",
+    trainer_class: type[GrpoTrainer] | None = None,
 ) -> tuple[Any, HistoryCallback]:
     """GRPO with TRL, continuing the SFT LoRA adapter (trainable), rewards picked by name.
 
     `backend` is `base.backend` (auto, plain or unsloth; see `loading.resolve_backend`) and `generation_engine`
     `base.engine` (auto, vllm or transformers; see `engine.resolve_engine`). Under `accelerate launch` every
-    process runs this function; TRL shards prompts and all-reduces the gradients.
+    process runs this function; TRL shards prompts and all-reduces the gradients. `trainer_class` is a subclass
+    of GrpoTrainer to use instead (benchmarks/bench_grpo_phases.py times the phases of a step with one).
     """
     from datasets import Dataset
     from transformers import set_seed
@@ -110,7 +112,7 @@ def train_grpo(
         model.get_base_model().set_attn_implementation(cfg.training_attention)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in train_rows])
     plain = backend == "plain"  # Unsloth computes its own training log-probs (and its own prefix grouping)
-    trainer = GrpoTrainer(
+    trainer = (trainer_class or GrpoTrainer)(
         model=model,
         reward_funcs=get_reward_funcs(cfg.reward_funcs),
         args=args,
