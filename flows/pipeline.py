@@ -37,7 +37,7 @@ from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
 from reasoning_rl import paths
-from reasoning_rl.config import SECTIONS, load_params
+from reasoning_rl.config import SECTIONS, load_params, overlay
 from reasoning_rl.ops.tracking import (
     DEFAULT_TRACKING_URI,
     EXPERIMENT,
@@ -58,7 +58,7 @@ class StageFailed(RuntimeError):
 
 @contextmanager
 def applied_params(root: Path, profile: str | None, overrides: list[str]) -> Iterator[dict[str, Any]]:
-    """params.yaml = profile (if any) + overrides for the duration of the block; the original bytes after.
+    """params.yaml = params.yaml + profile overlay (if any) + overrides for the block; the original bytes after.
 
     Overrides use DVC's `--set-param` grammar (`grpo.beta=0.04`, lists as `evaluate.models=[grpo]`), applied by
     DVC itself. Keys are checked against the typed configs and the result is validated like a stage would, so a
@@ -67,8 +67,9 @@ def applied_params(root: Path, profile: str | None, overrides: list[str]) -> Ite
     params_file = root / "params.yaml"
     original = params_file.read_bytes()
     try:
-        if profile:
-            params_file.write_bytes((root / profile).read_bytes())
+        if profile:  # a profile is an overlay on params.yaml; DVC reads one whole file
+            merged = overlay(yaml.safe_load(original) or {}, yaml.safe_load((root / profile).read_text()) or {})
+            params_file.write_text(yaml.safe_dump(merged, sort_keys=False))
         if overrides:
             from dvc.utils.hydra import apply_overrides
 

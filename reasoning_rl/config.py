@@ -444,6 +444,18 @@ def params_from_dict(data: dict[str, Any]) -> Params:
     return Params(**{name: from_section(cls, name, data.get(name)) for name, cls in SECTIONS.items()})
 
 
+def overlay(params: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
+    """A profile (partial params file) over a whole one: the profile's keys win, section by section.
+
+    What a partial profile means when read alone too (a missing key takes the config default, which equals
+    params.yaml's value); entry points that need one whole file (DVC's params.yaml) write this.
+    """
+    unknown = sorted(set(profile) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown params section(s) {unknown}; allowed: {sorted(SECTIONS)}")
+    return {name: {**(params.get(name) or {}), **(profile.get(name) or {})} for name in SECTIONS}
+
+
 def load_params(path: Path) -> Params:
     """Read and validate a whole params file before anything heavy happens (fail fast, name the key)."""
     import yaml
