@@ -77,7 +77,8 @@ def test_pipeline_grpo_adapter_moved_from_sft(smoke_run):
         ("metrics/grpo.json", {"reward_last", "rewards_format_mean_last", "rewards_correctness_mean_last", "steps"}),
         ("metrics/eval_base.json", {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "format_rate",
                                     "mean_completion_tokens", "questions", "tokens_per_second"}),
-        ("metrics/eval_grpo.json", {"accuracy", "flexible_accuracy", "flexible_accuracy_ci_low", "format_rate", "questions"}),
+        ("metrics/eval_grpo.json", {"accuracy", "flexible_accuracy", "flexible_accuracy_ci_low", "format_rate",
+                                    "questions"}),
         # smoke samples_k = 2: sampling metrics and the trace diagnostics
         ("metrics/eval_sft.json", {"pass@1", "pass@2", "maj@2", "mean_think_words", "no_answer_block_rate"}),
         ("metrics/eval_report.json", {"paired", "paired_flexible", "by_difficulty", "models", "history_source"}),
