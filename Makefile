@@ -25,7 +25,7 @@ test:  ## the whole test suite, slow tests included (no network)
 	$(PY) -m pytest
 
 quality:
-	.venv/bin/ruff check reasoning_rl stages tests scripts
+	.venv/bin/ruff check reasoning_rl stages flows tests scripts benchmarks teaching
 
 repro:  ## the default profile under DVC
 	. .venv/bin/activate && dvc repro
