@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from reasoning_rl.model.engine import EngineError
 from reasoning_rl.model.loading import ModelNotAvailableError
 from reasoning_rl.ops.registry import AliasNotFoundError
 from reasoning_rl.ops.tracking import TrackingError
@@ -31,9 +32,10 @@ def timed(metrics: dict) -> Iterator[None]:
 def run(main: Callable[[], None]) -> None:
     """Run a stage's main(); expected failures exit 1 with one clear line, not a traceback.
 
-    Expected: bad data, tracking faults, unsafe weights, a registry alias with nothing behind it.
+    Expected: bad data, tracking faults, unsafe weights, a registry alias with nothing behind it, a generation
+    engine that is missing, died or hung.
     """
     try:
         main()
-    except (DataError, TrackingError, ModelNotAvailableError, AliasNotFoundError) as err:
+    except (DataError, TrackingError, ModelNotAvailableError, AliasNotFoundError, EngineError) as err:
         raise SystemExit(f"error: {err}") from None
