@@ -231,3 +231,22 @@ def train_logprobs(model, prompt: list[int], completion: list[int]) -> torch.Ten
 def policy_logprobs(model, prompt: list[int], completion: list[int]) -> torch.Tensor:
     with torch.no_grad():
         return train_logprobs(model, prompt, completion)
+
+
+@pytest.mark.slow
+def test_transformers_fallback_generates_with_the_adapter_merged(smollm, tmp_path):
+    """The fallback engine (no vLLM): ModelGenerator loads base + adapter merged and decodes greedily, the
+    evaluate stage's path, and the adapter changes what it writes."""
+    from tiny_models import random_lora_adapter
+
+    from reasoning_rl.eval.generation import ModelGenerator
+
+    name, _, _, prompts = smollm
+    generator = ModelGenerator(name, "bfloat16", 0, engine.TRANSFORMERS, prompts[:4], 16)
+    generator.load(None)
+    base, _ = generator.greedy(4, "base")
+    generator.load(random_lora_adapter(name, tmp_path / "adapter"))
+    adapted, _ = generator.greedy(4, "adapted")
+    generator.close()
+    assert all(0 < g.num_tokens <= 16 for g in base + adapted)
+    assert [g.text for g in base] != [g.text for g in adapted]
