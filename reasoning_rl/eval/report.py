@@ -1,8 +1,8 @@
 """The evaluation report: one self-contained HTML file (inline CSS, PNGs as base64, no network at view time).
 
 Sections: the model table with strict and flexible accuracy, Wilson intervals and trace diagnostics, McNemar's
-paired test for each pair of models (strict and flexible), accuracy by difficulty (reference-solution steps, `reasoning_rl.eval.metrics.reasoning_steps`), the GRPO
-reward and KL curves per step, and side-by-side traces of the same questions.
+paired test for each pair of models (strict and flexible), accuracy by difficulty (reference-solution steps,
+`reasoning_rl.eval.metrics.reasoning_steps`), the GRPO reward and KL curves per step, and side-by-side traces.
 Inputs are plain data (the evaluate stage's samples and metrics, the GRPO history); `load_inputs` reads the
 files (and MLflow, for scripts/report.py only), the rest only computes and renders.
 """
