@@ -25,6 +25,7 @@ SUMMARY_KEYS = [
     "reward_std",
     "rewards/format/mean",
     "rewards/correctness/mean",
+    "frac_reward_zero_std",  # TRL: share of groups whose rewards all tie (zero advantages: no learning signal)
     "completions/mean_length",
     "kl",
     "loss",

@@ -25,6 +25,8 @@ CURVES = (
     ("reward", "total reward"),
     ("rewards/format/mean", "format reward"),
     ("rewards/correctness/mean", "correctness reward"),
+    # Share of groups whose G rewards all tie: their advantages are 0, so they teach nothing (no signal).
+    ("frac_reward_zero_std", "groups with no reward spread"),
     ("kl", "KL to the reference"),
 )
 COLOURS = {"base": "#7f7f7f", "sft": "#1f77b4", "grpo": "#d62728", "champion": "#2ca02c"}
