@@ -34,6 +34,9 @@ from reasoning_rl.model import engine
 from reasoning_rl.task.gsm8k import load_gsm8k
 
 GRPO_VARIANTS = ("trl_defaults", "tuned_transformers_sampling", "tuned")
+# TRL's defaults (fp32, checkpointing, SDPA) measured with the same protocol in an earlier run, quoted when
+# --grpo-variants leaves them out (it takes ~20 min): reports/bench_grpo_cpu_tuned_v5.json, idle CPU.
+EARLIER_TRL_DEFAULTS_S_PER_STEP = 61.4
 
 
 def eval_speed(model: str, questions: int, batch_size: int, max_new_tokens: int, dtype: str, seed: int,
@@ -65,6 +68,8 @@ def main() -> None:
                         help="comma list of model=questions (e.g. embedded:Qwen2.5-Coder-0.5B-Instruct=128)")
     parser.add_argument("--grpo-steps", type=int, default=20, help="GRPO steps per variant (0 = skip GRPO)")
     parser.add_argument("--grpo-max-completion-length", type=int, default=160)
+    parser.add_argument("--grpo-variants", default=",".join(GRPO_VARIANTS),
+                        help=f"comma list from benchmarks.bench_grpo_cpu.VARIANTS (default: {','.join(GRPO_VARIANTS)})")
     parser.add_argument("--note", default="", help="stored with the result (e.g. whether the CPU was idle)")
     parser.add_argument("--out", default=str(paths.REPORTS / "engine_speed.json"))
     args = parser.parse_args()
@@ -89,16 +94,20 @@ def main() -> None:
                                        model="embedded:SmolLM2-135M-Instruct", adapter=str(paths.adapter_dir("sft")))
         rows = bench_grpo_cpu.read_records(paths.TRAIN)[:64]
         runs = []
-        for name in GRPO_VARIANTS:
+        names = args.grpo_variants.split(",")
+        for name in names:
             print(f"GRPO {name} ...", flush=True)
             runs.append(bench_grpo_cpu.run_variant(name, grpo_args, rows))
-        summary = bench_grpo_cpu.summarize(runs, "trl_defaults")
+        summary = bench_grpo_cpu.summarize(runs, names[0])
         tuned_tf = next(r for r in runs if r["variant"] == "tuned_transformers_sampling")
         tuned_vllm = next(r for r in runs if r["variant"] == "tuned")
         result["grpo"] = {
             "model": grpo_args.model,
             "settings": {k: v for k, v in vars(grpo_args).items()},
             "s_per_step": {r["variant"]: r["seconds_per_step"] for r in runs},
+            **({} if "trl_defaults" in names else {"trl_defaults_earlier_run": {
+                "s_per_step": EARLIER_TRL_DEFAULTS_S_PER_STEP, "source": "reports/bench_grpo_cpu_tuned_v5.json",
+                "speedup_of_tuned_vllm": round(EARLIER_TRL_DEFAULTS_S_PER_STEP / tuned_vllm["seconds_per_step"], 2)}}),
             "vllm_vs_transformers_sampling": {
                 "speedup": round(tuned_tf["seconds_per_step"] / tuned_vllm["seconds_per_step"], 2),
                 "reward": bench_grpo_cpu.paired_reward_difference(tuned_vllm["reward_per_step"],
@@ -107,7 +116,7 @@ def main() -> None:
             "summary": summary,
             "runs": runs,
         }
-        print(bench_grpo_cpu.table(summary, "trl_defaults"))
+        print(bench_grpo_cpu.table(summary, names[0]))
     result["machine"] = {"cpu_count": os.cpu_count(), "torch": torch.__version__,
                          "python": platform.python_version(), "note": args.note}
     write_json(Path(args.out), result)

@@ -1,4 +1,5 @@
-"""Batched generation with transformers' `generate` (greedy or sampled), in input order."""
+"""Generation for evaluation, in input order, through the engine (docs/engine.md): vLLM (`generate_vllm`) or
+transformers' `generate` (`generate_batched`, the fallback); `ModelGenerator` serves each evaluated model in turn."""
 
 from __future__ import annotations
 

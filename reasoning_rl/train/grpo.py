@@ -2,8 +2,9 @@
 
 With the vLLM engine (base.engine), TRL's own vLLM integration samples (`use_vllm`, `vllm_mode="colocate"`): the
 engine lives in the training process and gets the policy's weights after every optimizer step. On a CPU two of
-its steps are replaced (`_adapt_colocated_vllm`): the engine starts in eager mode, and the weights are pushed
-with vLLM's in-place reload, merged from the untouched base weights and the current LoRA (no drift).
+its steps are replaced: the engine starts in eager mode (`_colocated_vllm_on_cpu`), and the weights are pushed
+with vLLM's in-place reload, merged from the untouched base weights and the current LoRA (`_sync_weights_cpu`,
+no drift). docs/engine.md has the why of each.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ def trl_args(cfg: GrpoConfig, output_dir: Path, *, seed: int, bf16: bool, use_vl
         use_vllm=use_vllm,
         vllm_mode=cfg.vllm_mode,
         vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-        # TRL's default (kept, stated): with vLLM sampling, each sequence's log-prob ratio trainer/engine is
-        # computed and sequences outside [1/3, 3] are masked out of the loss (`sequence_mask`, clip_max 3.0).
+        # TRL's default, kept and stated: with vLLM sampling the per-token loss is weighted by each sequence's
+        # ratio exp(sum(logp_trainer - logp_vllm)), and sequences whose ratio exceeds 3 are masked out
+        # (vllm_importance_sampling_mode "sequence_mask", clip_max 3.0; docs/engine.md).
         vllm_importance_sampling_correction=True,
         log_completions=False,  # we log a sample to MLflow ourselves (HistoryCallback)
         **checkpointing_args(cfg.save_steps),
