@@ -54,6 +54,15 @@ def test_engine_call_stops_a_hung_engine():
     assert time.perf_counter() - start < 4
 
 
+def test_engine_call_nested_keeps_the_outer_deadline():
+    """A weight push inside a sampling step must not cancel the sampling step's own hang guard."""
+    with pytest.raises(EngineError, match=r"no answer after 2 s while sampling"):
+        with engine_call("sampling", timeout_s=2):
+            with engine_call("pushing weights", timeout_s=60):
+                pass
+            time.sleep(5)
+
+
 def test_merged_weights_equal_peft_merge_and_leave_the_policy_alone():
     from tiny_models import tiny_lora_policy
 

@@ -14,6 +14,7 @@ import importlib.util
 import logging
 import os
 import signal
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -89,9 +90,9 @@ def engine_call(what: str, timeout_s: int = ENGINE_TIMEOUT_S) -> Iterator[None]:
         raise EngineError(f"vLLM engine: no answer after {timeout_s} s while {what}")
 
     armed = hasattr(signal, "SIGALRM") and _in_main_thread()
-    previous = signal.signal(signal.SIGALRM, hung) if armed else None
-    if armed:
-        signal.alarm(timeout_s)
+    if armed:  # nested calls (a weight push inside a sampling step) keep the outer deadline
+        previous = signal.signal(signal.SIGALRM, hung)
+        outer_left, start = signal.alarm(timeout_s), time.monotonic()
     try:
         yield
     except EngineError:
@@ -102,6 +103,8 @@ def engine_call(what: str, timeout_s: int = ENGINE_TIMEOUT_S) -> Iterator[None]:
         if armed:
             signal.alarm(0)
             signal.signal(signal.SIGALRM, previous)
+            if outer_left:
+                signal.alarm(max(1, outer_left - int(time.monotonic() - start)))
 
 
 def _in_main_thread() -> bool:
