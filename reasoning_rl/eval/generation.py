@@ -110,6 +110,10 @@ def generate_vllm(llm, tokenizer, prompts: list[list[dict]], max_new_tokens: int
     ids = [tokenizer.apply_chat_template(p, tokenize=True, add_generation_prompt=True, return_dict=False)
            for p in prompts]
     greedy = temperature is None
+    if not torch.cuda.is_available():
+        # vLLM 0.32's CPU build fails on per-request seeds once a request is prefilled in chunks ("CPU Generator
+        # does not use offset"); the engine's own seed (start_vllm) makes the draws repeatable there.
+        seed = None
     params = SamplingParams(n=num_samples, temperature=0.0 if greedy else temperature, top_p=1.0, top_k=0,
                             max_tokens=max_new_tokens, seed=seed, stop_token_ids=[tokenizer.eos_token_id],
                             skip_special_tokens=True)

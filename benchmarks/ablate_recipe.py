@@ -1,0 +1,190 @@
+"""Recipe ablations on the validation split (never the test split): SFT -> GRPO -> greedy evaluation per variant.
+
+Each variant is params.yaml (or --params) with a few `section.key=value` overrides. SFT adapters are shared by
+the variants whose SFT settings agree; the base model and each SFT adapter are evaluated once. Per variant the
+row holds validation strict and flexible accuracy (Wilson 95 %), format rate, the GRPO run's mean reward, its
+share of groups with no reward spread (TRL's frac_reward_zero_std, per step) and seconds per step.
+
+    python -m benchmarks.ablate_recipe --model embedded:Qwen2.5-Coder-0.5B-Instruct \\
+        --variant "default:" --variant "lr1e-5:grpo.learning_rate=1e-5" --out reports/ablation_val.json
+
+Runs are written under runs/ablation/ (git-ignored). Keep the CPU otherwise idle: the seconds are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import random
+import time
+from pathlib import Path
+
+import yaml
+
+from reasoning_rl import paths
+from reasoning_rl.config import SECTIONS, Params, load_params, params_from_dict
+from reasoning_rl.files import write_json
+
+ROOT = Path("runs/ablation")
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, dict]]:
+    """`name:sec.key=value,sec.key=value` -> (name, {section: {key: value}}); values are YAML scalars."""
+    name, _, rest = text.partition(":")
+    if not name:
+        raise SystemExit(f"--variant {text!r}: give it a name, e.g. 'lr1e-5:grpo.learning_rate=1e-5'")
+    overrides: dict[str, dict] = {}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        key, eq, value = item.partition("=")
+        section, dot, field = key.partition(".")
+        if not (eq and dot):
+            raise SystemExit(f"--variant {text!r}: {item!r} is not section.key=value")
+        parsed = yaml.safe_load(value)
+        try:  # YAML 1.1 reads 1e-4 as text
+            parsed = float(parsed) if isinstance(parsed, str) else parsed
+        except ValueError:
+            pass
+        overrides.setdefault(section, {})[field] = parsed
+    return name, overrides
+
+
+def apply(params: Params, overrides: dict[str, dict]) -> Params:
+    """`params` with the overrides, checked as params.yaml is (a bad key or value names itself)."""
+    data = {name: dataclasses.asdict(getattr(params, name)) for name in SECTIONS}
+    for section, values in overrides.items():
+        if section not in data:
+            raise SystemExit(f"unknown section {section!r} in a --variant; allowed: {sorted(SECTIONS)}")
+        data[section] |= values
+    data = {name: {k: list(v) if isinstance(v, tuple) else v for k, v in section.items()}
+            for name, section in data.items()}
+    return params_from_dict(data)
+
+
+def digest(*objs) -> str:
+    return hashlib.sha256(json.dumps([dataclasses.asdict(o) for o in objs], sort_keys=True,
+                                     default=str).encode()).hexdigest()[:10]
+
+
+def evaluate(gen, adapter: Path | None, golds: list[str], desc: str) -> dict:
+    from reasoning_rl.eval.scoring import score, summarize
+
+    gen.load(adapter)
+    generations, seconds = gen.greedy(batch_size=64, desc=desc)
+    return summarize(score(generations, golds), seconds)
+
+
+def sft_adapter(params: Params, rows: list[dict]) -> tuple[Path, float]:
+    from reasoning_rl.train.sft import train_sft
+
+    out = ROOT / f"sft-{digest(params.base, params.sft)}"
+    if (out / "adapter" / "adapter_config.json").exists():
+        return out / "adapter", json.loads((out / "seconds.json").read_text())["seconds"]
+    subset = list(rows)
+    random.Random(params.base.seed).shuffle(subset)
+    t0 = time.perf_counter()
+    trainer, _ = train_sft(params.sft, params.base.model, params.base.dtype, params.base.seed,
+                           subset[: params.sft.num_examples], out / "checkpoints")
+    seconds = time.perf_counter() - t0
+    trainer.model.save_pretrained(out / "adapter", safe_serialization=True)
+    write_json(out / "seconds.json", {"seconds": seconds})
+    return out / "adapter", seconds
+
+
+def grpo_adapter(params: Params, rows: list[dict], sft: Path) -> tuple[Path, dict]:
+    from reasoning_rl.train.grpo import train_grpo
+
+    out = ROOT / f"grpo-{digest(params.base, params.sft, params.grpo)}"
+    if (out / "adapter" / "adapter_config.json").exists():
+        return out / "adapter", json.loads((out / "run.json").read_text())
+    ordered = list(rows)
+    random.Random(params.grpo.prompt_seed).shuffle(ordered)
+    t0 = time.perf_counter()
+    trainer, history = train_grpo(params.grpo, params.base.model, params.base.dtype, params.base.seed, ordered,
+                                  sft, out / "checkpoints", backend=params.base.backend,
+                                  generation_engine=params.base.engine)
+    seconds = time.perf_counter() - t0
+    trainer.model.save_pretrained(out / "adapter", safe_serialization=True)
+    steps = [h for h in history.history if "reward" in h]
+    run = {
+        "seconds_per_step": seconds / max(1, trainer.state.global_step),
+        "reward_per_step": [h["reward"] for h in steps],
+        "no_signal_per_step": [h.get("frac_reward_zero_std") for h in steps],
+        "correctness_per_step": [h.get("rewards/correctness_reward/mean") for h in steps],
+    }
+    write_json(out / "run.json", run)
+    return out / "adapter", run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default=str(paths.params_file()))
+    ap.add_argument("--model", help="base.model for every variant (default: the params file's)")
+    ap.add_argument("--variant", action="append", required=True, help="name:section.key=value,... (repeatable)")
+    ap.add_argument("--val-questions", type=int, default=200, help="first N validation questions")
+    ap.add_argument("--out", default="reports/ablation_val.json")
+    args = ap.parse_args()
+
+    from reasoning_rl.eval.generation import ModelGenerator
+    from reasoning_rl.model.engine import resolve_engine
+    from reasoning_rl.task.gsm8k import build_prompt, read_records
+
+    params = load_params(Path(args.params))
+    if args.model:
+        params = apply(params, {"base": {"model": args.model}})
+    variants = [parse_variant(v) for v in args.variant]
+    planned = [(name, apply(params, ov), ov) for name, ov in variants]  # every override checked before training
+
+    train = read_records(paths.TRAIN)
+    val = read_records(paths.VAL)[: args.val_questions]
+    golds = [r["answer"] for r in val]
+
+    trained = []
+    for name, p, ov in planned:
+        sft, sft_seconds = sft_adapter(p, train)
+        grpo, run = grpo_adapter(p, train, sft)
+        trained.append((name, p, ov, sft, sft_seconds, grpo, run))
+
+    gen = ModelGenerator(params.base.model, params.base.dtype, params.base.seed, resolve_engine(params.base.engine),
+                         [build_prompt(r["question"]) for r in val], max_new_tokens=params.evaluate.max_new_tokens)
+    cache: dict[Path | None, dict] = {None: evaluate(gen, None, golds, "base")}
+    rows = []
+    for name, _p, ov, sft, sft_seconds, grpo, run in trained:
+        for adapter, desc in ((sft, f"{name} sft"), (grpo, f"{name} grpo")):
+            if adapter not in cache:
+                cache[adapter] = evaluate(gen, adapter, golds, desc)
+        no_signal = [x for x in run["no_signal_per_step"] if x is not None]
+        rows.append({
+            "variant": name, "overrides": ov, "sft_seconds": round(sft_seconds, 1),
+            "grpo_seconds_per_step": round(run["seconds_per_step"], 1),
+            "grpo_mean_reward": sum(run["reward_per_step"]) / max(1, len(run["reward_per_step"])),
+            "grpo_no_signal_mean": sum(no_signal) / len(no_signal) if no_signal else None,
+            "no_signal_per_step": run["no_signal_per_step"], "reward_per_step": run["reward_per_step"],
+            "val": {"sft": cache[sft], "grpo": cache[grpo]},
+        })
+    gen.close()
+    out = {"command": "python -m benchmarks.ablate_recipe " + " ".join(f"--variant '{v}'" for v in args.variant)
+           + (f" --model {args.model}" if args.model else "") + f" --val-questions {args.val_questions}",
+           "split": f"validation (first {len(val)} of data/prepared/val.jsonl)", "model": params.base.model,
+           "base": cache[None], "variants": rows}
+    write_json(Path(args.out), out)
+    print(table(out))
+
+
+def table(result: dict) -> str:
+    b = result["base"]
+    lines = ["| variant | SFT strict | SFT flexible | GRPO strict | GRPO flexible | GRPO format | no-signal groups "
+             "| s/step |", "|---|---|---|---|---|---|---|---|",
+             f"| base (no training) | {b['accuracy']:.1%} | {b['flexible_accuracy']:.1%} | | | | | |"]
+    for r in result["variants"]:
+        s, g = r["val"]["sft"], r["val"]["grpo"]
+        ns = "" if r["grpo_no_signal_mean"] is None else f"{r['grpo_no_signal_mean']:.0%}"
+        lines.append(f"| {r['variant']} | {s['accuracy']:.1%} | {s['flexible_accuracy']:.1%} | {g['accuracy']:.1%} "
+                     f"| {g['flexible_accuracy']:.1%} | {g['format_rate']:.1%} | {ns} "
+                     f"| {r['grpo_seconds_per_step']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
