@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from reasoning_rl import paths
+from reasoning_rl.config import load_params
 from reasoning_rl.model.loading import DECODE_ATTENTION, EMBEDDED_MODEL, load_model
 from reasoning_rl.task.formatting import extract_answer_lenient, parse_completion
 from reasoning_rl.task.gsm8k import build_prompt
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=MODELS, default="grpo")
     parser.add_argument("--adapter", type=Path, help="a LoRA adapter folder (overrides --model's)")
-    parser.add_argument("--base-model", default=EMBEDDED_MODEL, help="hub id, local folder or the embedded SmolLM2")
+    parser.add_argument("--base-model", help="hub id, local folder or embedded:<name>; default: base.model of the "
+                        "params file the adapters were trained with ($REASONING_RL_PARAMS or params.yaml)")
     parser.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"))
     parser.add_argument("--question", help="the question (or use --interactive)")
     parser.add_argument("--gold", help="the gold answer, to show the rewards the completion earns")
@@ -105,6 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args.question and not args.interactive:
         parser.error("give --question or --interactive")
 
+    if args.base_model is None:
+        params = paths.params_file()
+        args.base_model = load_params(params).base.model if params.exists() else EMBEDDED_MODEL
     with tempfile.TemporaryDirectory() as scratch:
         adapter = adapter_path(args.model, Path(scratch), args.adapter)
         lm = load_model(args.base_model, args.dtype, adapter=adapter, attn_implementation=DECODE_ATTENTION)

@@ -31,8 +31,10 @@ from stages.common import run, setup_logging
 log = logging.getLogger("stages.evaluate")
 
 
-def markdown_table(results: dict[str, dict]) -> str:
+def markdown_table(results: dict[str, dict], caption: str) -> str:
     lines = [
+        caption,
+        "",
         "| model | strict accuracy | 95 % Wilson CI | flexible accuracy | 95 % Wilson CI | format rate | mean tokens "
         "| questions | tokens/s |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -123,7 +125,9 @@ def main() -> None:
             log.info("%s: %s", name, metrics)
         generator.close()
         set_tags(run_tags)
-        paths.EVAL_TABLE.write_text(markdown_table(results))
+        caption = (f"Base model `{base.model}`, engine {generator.engine}, {len(rows)} GSM8K test questions "
+                   f"(set {question_set}), greedy, at most {cfg.max_new_tokens} new tokens.")
+        paths.EVAL_TABLE.write_text(markdown_table(results, caption))
         log_artifacts(paths.EVAL_TABLE)
 
         ####  the HTML report (GRPO curves from the GRPO stage's history file, a DVC dependency of this stage)
