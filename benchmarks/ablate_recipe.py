@@ -72,7 +72,20 @@ def evaluate(gen, adapter: Path | None, golds: list[str], desc: str) -> dict:
 
     gen.load(adapter)
     generations, seconds = gen.greedy(batch_size=64, desc=desc)
-    return summarize(score(generations, golds), seconds)
+    rows = score(generations, golds)
+    return summarize(rows, seconds) | {"correct": [r["correct"] for r in rows],
+                                        "correct_flexible": [r["correct_flexible"] for r in rows]}
+
+
+def paired(a: dict, b: dict) -> dict:
+    """McNemar exact p and b - a, strict and flexible, on the same questions."""
+    from reasoning_rl.eval.metrics import mcnemar
+
+    out = {}
+    for kind, key in (("strict", "correct"), ("flexible", "correct_flexible")):
+        test = mcnemar(a[key], b[key])
+        out[kind] = {"delta": (sum(b[key]) - sum(a[key])) / len(a[key]), "p": test.p_exact}
+    return out
 
 
 def sft_adapter(params: Params, rows: list[dict]) -> tuple[Path, float]:
@@ -111,7 +124,8 @@ def grpo_adapter(params: Params, rows: list[dict], sft: Path) -> tuple[Path, dic
         "seconds_per_step": seconds / max(1, trainer.state.global_step),
         "reward_per_step": [h["reward"] for h in steps],
         "no_signal_per_step": [h.get("frac_reward_zero_std") for h in steps],
-        "correctness_per_step": [h.get("rewards/correctness_reward/mean") for h in steps],
+        "correctness_per_step": [h.get("rewards/correctness/mean") for h in steps],
+        "history": history.history,
     }
     write_json(out / "run.json", run)
     return out / "adapter", run
@@ -162,6 +176,8 @@ def main() -> None:
             "grpo_no_signal_mean": sum(no_signal) / len(no_signal) if no_signal else None,
             "no_signal_per_step": run["no_signal_per_step"], "reward_per_step": run["reward_per_step"],
             "val": {"sft": cache[sft], "grpo": cache[grpo]},
+            "val_sft_vs_grpo": paired(cache[sft], cache[grpo]),
+            "val_base_vs_sft_flexible_p": paired(cache[None], cache[sft])["flexible"]["p"],
         })
     gen.close()
     out = {"command": "python -m benchmarks.ablate_recipe " + " ".join(f"--variant '{v}'" for v in args.variant)
@@ -174,14 +190,15 @@ def main() -> None:
 
 def table(result: dict) -> str:
     b = result["base"]
-    lines = ["| variant | SFT strict | SFT flexible | GRPO strict | GRPO flexible | GRPO format | no-signal groups "
-             "| s/step |", "|---|---|---|---|---|---|---|---|",
-             f"| base (no training) | {b['accuracy']:.1%} | {b['flexible_accuracy']:.1%} | | | | | |"]
+    lines = ["| variant | SFT strict | SFT flexible | GRPO strict | GRPO flexible | GRPO format | SFT->GRPO strict p "
+             "| no-signal groups | s/step |", "|---|---|---|---|---|---|---|---|---|",
+             f"| base (no training) | {b['accuracy']:.1%} | {b['flexible_accuracy']:.1%} | | | | | | |"]
     for r in result["variants"]:
         s, g = r["val"]["sft"], r["val"]["grpo"]
         ns = "" if r["grpo_no_signal_mean"] is None else f"{r['grpo_no_signal_mean']:.0%}"
         lines.append(f"| {r['variant']} | {s['accuracy']:.1%} | {s['flexible_accuracy']:.1%} | {g['accuracy']:.1%} "
-                     f"| {g['flexible_accuracy']:.1%} | {g['format_rate']:.1%} | {ns} "
+                     f"| {g['flexible_accuracy']:.1%} | {g['format_rate']:.1%} "
+                     f"| {r['val_sft_vs_grpo']['strict']['p']:.2g} | {ns} "
                      f"| {r['grpo_seconds_per_step']} |")
     return "\n".join(lines)
 

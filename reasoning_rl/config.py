@@ -231,13 +231,15 @@ class GrpoConfig:
     """GRPO with TRL's GRPOTrainer, continuing the SFT LoRA adapter.
 
     The recipe (TRL's names, passed to `trl.GRPOConfig` as they are):
-        max_steps (int, 40): optimizer steps; each samples `per_device_train_batch_size` completions.
+        max_steps (int, 40): optimizer steps; each samples per_device_train_batch_size x
+            gradient_accumulation_steps completions (8 x 2 = 16: 4 prompts x 4 generations).
         learning_rate (float, 3e-5): LoRA learning rate; GRPO refines a policy SFT already shaped.
         lr_scheduler_type (str, "constant_with_warmup"), warmup_steps (int, 4): a short warm-up, then constant.
         num_generations (int, 4): G, completions per prompt (the group for relative advantages).
-        per_device_train_batch_size (int, 16): completions per step; must be divisible by num_generations
-            (16 / 4 = 4 prompts per step).
-        gradient_accumulation_steps (int, 1).
+        per_device_train_batch_size (int, 8): completions per forward/backward; must be divisible by
+            num_generations.
+        gradient_accumulation_steps (int, 2): micro-batches per optimizer step. Two halves of 16 keep the
+            peak memory of Qwen's 152k-token logits inside 24 GiB (one batch of 16 ran out at step 8).
         steps_per_generation (int | None, None): micro-steps served by one generation round; null = TRL's default,
             gradient_accumulation_steps (one generation per optimizer step: on-policy).
         max_completion_length (int, 160): GSM8K solutions in our format are ~110 tokens at p90.
@@ -287,8 +289,8 @@ class GrpoConfig:
     lr_scheduler_type: str = "constant_with_warmup"
     warmup_steps: int = 4
     num_generations: int = 4
-    per_device_train_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 2
     steps_per_generation: int | None = None
     max_completion_length: int = 160
     temperature: float = 0.9

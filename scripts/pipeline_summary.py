@@ -30,23 +30,34 @@ def main() -> None:
     print(f"| evaluate (decode only) | {eval_seconds / 60:.1f} min | {len([m for m in evals.values() if m])} models |")
     print()
     print(
-        "| model | accuracy | 95 % Wilson CI | format rate | answer in tags (any format) | mean tokens "
+        "| model | strict accuracy | 95 % Wilson CI | flexible accuracy | 95 % Wilson CI | format rate | mean tokens "
         "| truncated | questions |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, m in evals.items():
         if not m:
             continue
         print(
             f"| {name} | {m['accuracy']:.1%} | [{m['accuracy_ci_low']:.1%}, {m['accuracy_ci_high']:.1%}] "
-            f"| {m['format_rate']:.1%} | {m['answer_extraction_rate']:.1%} | {m['mean_completion_tokens']:.0f} "
-            f"| {m['truncated_rate']:.1%} | {m['questions']} |"
+            f"| {m['flexible_accuracy']:.1%} "
+            f"| [{m['flexible_accuracy_ci_low']:.1%}, {m['flexible_accuracy_ci_high']:.1%}] "
+            f"| {m['format_rate']:.1%} | {m['mean_completion_tokens']:.0f} | {m['truncated_rate']:.1%} "
+            f"| {m['questions']} |"
         )
+    paired = load(paths.PAIRED_METRICS)
+    if paired:
+        print()
+        print("| pair (McNemar exact) | strict delta | strict p | flexible delta | flexible p |\n|---|---|---|---|---|")
+        for pair, v in paired.items():
+            s, f = v.get("strict", {}), v.get("flexible", {})
+            print(f"| {pair} | {s.get('delta', float('nan')):+.1%} | {s.get('p', float('nan')):.2g} "
+                  f"| {f.get('delta', float('nan')):+.1%} | {f.get('p', float('nan')):.2g} |")
     grpo = stages["grpo"]
     if grpo:
         print()
         print("| GRPO training (mean of first / last 5 steps) | first | last |\n|---|---|---|")
-        for key in ("reward", "rewards_format_mean", "rewards_correctness_mean", "completions_mean_length"):
+        for key in ("reward", "rewards_format_mean", "rewards_correctness_mean", "frac_reward_zero_std",
+                    "completions_mean_length"):
             if f"{key}_first" in grpo:
                 print(f"| {key} | {grpo[f'{key}_first']:.3f} | {grpo[f'{key}_last']:.3f} |")
 

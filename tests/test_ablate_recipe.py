@@ -18,7 +18,7 @@ def test_variant_overrides_apply_to_params():
 
 def test_variant_bad_value_is_named():
     with pytest.raises(ValueError, match=r"grpo.per_device_train_batch_size \(16\) must be divisible"):
-        apply(Params(), parse_variant("x:grpo.num_generations=6")[1])
+        apply(Params(), parse_variant("x:grpo.num_generations=6,grpo.per_device_train_batch_size=16")[1])
 
 
 def test_variant_without_name_is_refused():

@@ -62,12 +62,16 @@ def resolve_engine(requested: str, installed: bool | None = None) -> str:
     return TRANSFORMERS
 
 
-def configure_cpu_env() -> None:
-    """vLLM's CPU settings, each only where the user has not set it (an explicit environment variable wins)."""
+def configure_cpu_env(kv_cache_gib: int = 4) -> None:
+    """vLLM's CPU settings, each only where the user has not set it (an explicit environment variable wins).
+
+    `kv_cache_gib` is allocated up front: 4 serves evaluation's 256 concurrent sequences; GRPO's few sequences
+    need far less, and that memory is what the training step's logits need (Qwen's vocabulary is 152k).
+    """
     if torch.cuda.is_available():
         return
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: weights reloadable, no spawn
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")  # GiB of KV cache; 2-4 was enough for 64 sequences
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
     # A CPU list: the value "all" fails inside vLLM with `invalid literal for int()`.
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(str(c) for c in cpus))
