@@ -20,7 +20,8 @@ TINY = {
             "per_device_train_batch_size": 2, "max_length": 192, "lora_r": 4, "lora_alpha": 8},
     # 2 prompts x 2 generations of at most 12 tokens per step: seconds per step, rewards still computed.
     "grpo": {"max_steps": 4, "save_steps": 2, "logging_steps": 1, "num_generations": 2,
-             "per_device_train_batch_size": 4, "max_completion_length": 12, "num_prompts": 8,
+             "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "max_completion_length": 12,
+             "num_prompts": 8,
              # 12 tokens never earn `format`; the dense test reward makes steps update (stage_with_test_reward)
              "reward_funcs": ["format", "test_length"]},
 }
