@@ -594,14 +594,23 @@ def load_policy(
     means "the SFT model", which is the reference GRPO's KL should pull towards.
     Returns (model, tokenizer, description of what was loaded).
     """
-    from reasoning_rl.model.loading import EMBEDDED_MODEL, load_model
+    import json
 
-    use_adapter = adapter is not None and (Path(adapter) / "adapter_config.json").is_file()
-    loaded = load_model(model_name or EMBEDDED_MODEL, dtype=dtype, adapter=adapter if use_adapter else None)
+    from reasoning_rl.model.loading import EMBEDDED_MODEL, load_model, resolve_model_path
+
+    model_name = model_name or EMBEDDED_MODEL
+    config = Path(adapter) / "adapter_config.json" if adapter is not None else None
+    use_adapter = config is not None and config.is_file()
+    note = "no SFT adapter found"
+    if use_adapter:  # the pipeline's adapter fits only the base model it was trained on
+        trained_on = json.loads(config.read_text()).get("base_model_name_or_path")
+        if trained_on and trained_on not in (model_name, str(resolve_model_path(model_name))):
+            use_adapter, note = False, f"the SFT adapter at {adapter} was trained on {trained_on}: not used"
+    loaded = load_model(model_name, dtype=dtype, adapter=adapter if use_adapter else None)
     model = loaded.model
     if use_adapter:
         model = model.merge_and_unload()
-    source = f"{loaded.path} + SFT adapter {adapter}" if use_adapter else f"{loaded.path} (no SFT adapter found)"
+    source = f"{loaded.path} + SFT adapter {adapter}" if use_adapter else f"{loaded.path} ({note})"
     return model, loaded.tokenizer, source
 
 

@@ -341,6 +341,19 @@ def test_load_policy_merges_the_sft_adapter_into_the_base(tmp_path):
     torch.testing.assert_close(merged, expected, atol=1e-5, rtol=0)
 
 
+def test_load_policy_skips_an_adapter_trained_on_another_base(tmp_path):
+    import json
+
+    from teaching.mini_grpo import load_policy
+
+    base_dir, adapter_dir, _ = save_tiny_model_with_adapter(tmp_path)
+    config = adapter_dir / "adapter_config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"base_model_name_or_path": "other/model"}))
+    model, _, source = load_policy(str(base_dir), adapter=adapter_dir, dtype="float32")
+    assert "trained on other/model: not used" in source
+    torch.testing.assert_close(model.model.embed_tokens.weight, tiny_llama().model.embed_tokens.weight)
+
+
 def test_load_policy_without_an_adapter_loads_the_base(tmp_path):
     from teaching.mini_grpo import load_policy
 
