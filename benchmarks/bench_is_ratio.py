@@ -5,7 +5,7 @@ On the SFT policy (its LoRA merged), 16 train prompts x 8 samples at T 0.9, <= 1
 - for the vLLM samples, the trainer's log-probs (bf16, logits / T) minus the engine's processed log-probs, per
   token and summed per sequence, and the share of sequences TRL's `sequence_mask` (ratio > 3) would drop.
 
-    python -m benchmarks.bench_is_ratio   (idle CPU, ~10 min; writes reports/is_ratio.json)
+    python -m benchmarks.bench_is_ratio [--model M --adapter DIR]   (idle CPU, ~10 min; reports/is_ratio.json)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from reasoning_rl import paths
 from reasoning_rl.files import write_json
 
-MODEL, ADAPTER = "embedded:SmolLM2-135M-Instruct", "models/sft/adapter"
+MODEL, ADAPTER = "embedded:Qwen2.5-Coder-0.5B-Instruct", "models/sft/adapter"  # the default run's SFT policy
 TEMPERATURE, SAMPLES, PROMPTS, MAX_TOKENS = 0.9, 8, 16, 160
 
 
@@ -28,6 +28,13 @@ def mean(xs) -> float:
 
 
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=MODEL)
+    ap.add_argument("--adapter", default=ADAPTER, help="an SFT adapter trained on --model")
+    args = ap.parse_args()
+    model_name, adapter = args.model, args.adapter
     from transformers import GenerationConfig
     from vllm import SamplingParams
 
@@ -37,8 +44,8 @@ def main() -> None:
     from reasoning_rl.task.rewards import format_reward
 
     torch.manual_seed(0)
-    tok = load_tokenizer(MODEL)
-    model = merged_model(MODEL, "auto", ADAPTER).eval()
+    tok = load_tokenizer(model_name)
+    model = merged_model(model_name, "auto", adapter).eval()
     ids = [tok.apply_chat_template(build_prompt(r["question"]), tokenize=True, add_generation_prompt=True,
                                    return_dict=False) for r in read_records(paths.TRAIN)[:PROMPTS]]
 
@@ -58,7 +65,7 @@ def main() -> None:
     hf_seconds = time.perf_counter() - t0
 
     # vLLM sampling, as TRL configures it (untruncated, processed log-probs of the sampled tokens)
-    llm = engine.start_vllm(resolve_model_path(MODEL), torch.bfloat16, 0, max_model_len=1024)
+    llm = engine.start_vllm(resolve_model_path(model_name), torch.bfloat16, 0, max_model_len=1024)
     engine.reload_weights(llm, model.state_dict().items())
     params = SamplingParams(n=SAMPLES, temperature=TEMPERATURE, top_p=1.0, top_k=0, max_tokens=MAX_TOKENS,
                             logprobs=0)
@@ -79,7 +86,7 @@ def main() -> None:
 
     seq, tokens = torch.tensor(seq_gaps), torch.tensor(token_gaps)
     result = {
-        "command": "python -m benchmarks.bench_is_ratio", "model": MODEL, "adapter": ADAPTER, "prompts": PROMPTS,
+        "command": "python -m benchmarks.bench_is_ratio", "model": model_name, "adapter": adapter, "prompts": PROMPTS,
         "samples_per_prompt": SAMPLES, "max_tokens": MAX_TOKENS, "temperature": TEMPERATURE,
         "transformers": {"format_rate": mean(format_reward(hf_texts)), "mean_tokens": mean(hf_lens),
                          "eos_rate": mean(n < MAX_TOKENS for n in hf_lens), "seconds": round(hf_seconds, 1)},
