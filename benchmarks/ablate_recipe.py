@@ -1,9 +1,10 @@
 """Recipe ablations on the validation split (never the test split): SFT -> GRPO -> greedy evaluation per variant.
 
 Each variant is params.yaml (or --params) with a few `section.key=value` overrides. SFT adapters are shared by
-the variants whose SFT settings agree; the base model and each SFT adapter are evaluated once. Per variant the
-row holds validation strict and flexible accuracy (Wilson 95 %), format rate, the GRPO run's mean reward, its
-share of groups with no reward spread (TRL's frac_reward_zero_std, per step) and seconds per step.
+the variants whose SFT settings agree; the base model and each adapter are evaluated once, and their scores are
+cached beside the adapter under runs/ablation/. Per variant the row holds validation strict and flexible accuracy
+(Wilson 95 %), format rate, the GRPO run's mean reward, its share of groups with no reward spread (TRL's
+frac_reward_zero_std, per step) and seconds per step.
 
     python -m benchmarks.ablate_recipe --model embedded:Qwen2.5-Coder-0.5B-Instruct \\
         --variant "default:" --variant "lr1e-5:grpo.learning_rate=1e-5" --out reports/ablation_val.json
@@ -67,14 +68,19 @@ def digest(*objs) -> str:
                                      default=str).encode()).hexdigest()[:10]
 
 
-def evaluate(gen, adapter: Path | None, golds: list[str], desc: str) -> dict:
+def evaluate(gen, adapter: Path | None, golds: list[str], desc: str, cache: Path) -> dict:
+    """Greedy validation scores of `adapter` (None = the base model), kept in `cache` for later invocations."""
     from reasoning_rl.eval.scoring import score, summarize
 
+    if cache.exists():
+        return json.loads(cache.read_text())
     gen.load(adapter)
     generations, seconds = gen.greedy(batch_size=64, desc=desc)
     rows = score(generations, golds)
-    return summarize(rows, seconds) | {"correct": [r["correct"] for r in rows],
-                                        "correct_flexible": [r["correct_flexible"] for r in rows]}
+    result = summarize(rows, seconds) | {"correct": [r["correct"] for r in rows],
+                                          "correct_flexible": [r["correct_flexible"] for r in rows]}
+    write_json(cache, result)
+    return result
 
 
 def paired(a: dict, b: dict) -> dict:
@@ -162,12 +168,14 @@ def main() -> None:
 
     gen = ModelGenerator(params.base.model, params.base.dtype, params.base.seed, resolve_engine(params.base.engine),
                          [build_prompt(r["question"]) for r in val], max_new_tokens=params.evaluate.max_new_tokens)
-    cache: dict[Path | None, dict] = {None: evaluate(gen, None, golds, "base")}
+    tag = f"val{len(val)}-{params.evaluate.max_new_tokens}tok.json"  # the scores depend on these, not on the variant
+    base_dir = ROOT / f"base-{hashlib.sha256(params.base.model.encode()).hexdigest()[:10]}"
+    cache: dict[Path | None, dict] = {None: evaluate(gen, None, golds, "base", base_dir / tag)}
     rows = []
     for name, _p, ov, sft, sft_seconds, grpo, run in trained:
         for adapter, desc in ((sft, f"{name} sft"), (grpo, f"{name} grpo")):
             if adapter not in cache:
-                cache[adapter] = evaluate(gen, adapter, golds, desc)
+                cache[adapter] = evaluate(gen, adapter, golds, desc, adapter.parent / tag)
         no_signal = [x for x in run["no_signal_per_step"] if x is not None]
         rows.append({
             "variant": name, "overrides": ov, "sft_seconds": round(sft_seconds, 1),

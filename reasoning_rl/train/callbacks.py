@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from transformers import TrainerCallback
 
 from reasoning_rl.task.rewards import completion_text
+
+
+def _active_run():
+    """MLflow's active run, or None. No run can be active before something imported mlflow: training outside a
+    stage (a benchmark, a machine without MLflow installed) then neither needs nor imports it."""
+    mlflow = sys.modules.get("mlflow")
+    return mlflow.active_run() if mlflow is not None else None
 
 
 def _numeric(logs: dict[str, Any], step: int) -> dict[str, float]:
@@ -39,25 +47,21 @@ class HistoryCallback(TrainerCallback):
         self.completions_per_log = completions_per_log
 
     def on_train_begin(self, args, state, control, **kwargs):
-        import mlflow
-
         from reasoning_rl.ops.tracking import logged_steps
 
         if state.global_step == 0:
             return
         self.history = [_numeric(e, int(e["step"])) for e in state.log_history if "step" in e]
-        run = mlflow.active_run()
+        run = _active_run()
         done = logged_steps(run.info.run_id) if run is not None else set()
         self._pending = [e for e in self.history if int(e["step"]) not in done]
         self._flush()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        import mlflow
-
         entry = _numeric(logs or {}, state.global_step)
         self.history.append(entry)
         self._pending.append(entry)
-        if mlflow.active_run() is not None:
+        if _active_run() is not None:
             self._log_completions(state.global_step)
 
     def on_save(self, args, state, control, **kwargs):
@@ -67,12 +71,10 @@ class HistoryCallback(TrainerCallback):
         self._flush()
 
     def _flush(self) -> None:
-        import mlflow
-
+        if _active_run() is None:
+            return
         from reasoning_rl.ops.tracking import log_metrics
 
-        if mlflow.active_run() is None:
-            return
         for entry in self._pending:
             log_metrics(entry, step=int(entry["step"]))
         self._pending = []
