@@ -216,7 +216,7 @@ GRPO_RECIPE_FIELDS = (
     "max_steps", "learning_rate", "lr_scheduler_type", "warmup_steps", "num_generations",
     "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation", "max_completion_length",
     "temperature", "beta", "loss_type", "epsilon", "epsilon_high", "scale_rewards", "reward_weights",
-    "gradient_checkpointing", "logging_steps", "vllm_importance_sampling_mode",
+    "gradient_checkpointing", "logging_steps", "vllm_importance_sampling_mode", "mask_truncated_completions",
 )
 # trl.GRPOConfig options the project sets itself (from base.*, the engine and the checkpoint scheme): not in `trl`.
 TRL_MANAGED = (
@@ -258,8 +258,10 @@ class GrpoConfig:
             per-token ratios clipped at 3 (truncated IS, TRL's documented recipe). TRL 1.13's default,
             "sequence_mask", multiplies ~100 per-token ratios and drops every completion whose product leaves
             [0, 3]: measured here that drops a large share of each batch (docs/engine.md).
-        trl (dict, {}): any other `trl.GRPOConfig` option, passed through (e.g. `top_p: 0.95`,
-            `mask_truncated_completions: true`). Unknown names are an error; options the project sets itself
+        mask_truncated_completions (bool, True): DAPO's overlong filtering: a completion cut at
+            max_completion_length still counts in its group's rewards but adds nothing to the loss, so GRPO is
+            not pushed to shorten every answer (validation ablation in docs/results.md).
+        trl (dict, {}): any other `trl.GRPOConfig` option, passed through (e.g. `top_p: 0.95`). Unknown names are an error; options the project sets itself
             (TRL_MANAGED) and the fields above are refused here.
 
     This project's knobs:
@@ -303,6 +305,7 @@ class GrpoConfig:
     gradient_checkpointing: bool = False
     logging_steps: int = 1
     vllm_importance_sampling_mode: str = "token_truncate"
+    mask_truncated_completions: bool = True
     save_steps: int = 10
     trl: dict = field(default_factory=dict)
     reward_funcs: tuple[str, ...] = ("format", "correctness")

@@ -22,6 +22,8 @@ TINY = {
     "grpo": {"max_steps": 4, "save_steps": 2, "logging_steps": 1, "num_generations": 2,
              "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "max_completion_length": 12,
              "num_prompts": 8,
+             # 12 tokens cut almost every completion: masking them would leave no loss to resume
+             "mask_truncated_completions": False,
              # 12 tokens never earn `format`; the dense test reward makes steps update (stage_with_test_reward)
              "reward_funcs": ["format", "test_length"]},
 }

@@ -49,9 +49,8 @@ def trl_args(cfg: GrpoConfig, output_dir: Path, *, seed: int, bf16: bool, use_vl
         use_vllm=use_vllm,
         vllm_mode=cfg.vllm_mode,
         vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-        # TRL's default, kept and stated: with vLLM sampling the per-token loss is weighted by each sequence's
-        # ratio exp(sum(logp_trainer - logp_vllm)), and sequences whose ratio exceeds 3 are masked out
-        # (vllm_importance_sampling_mode "sequence_mask", clip_max 3.0; docs/engine.md).
+        # With vLLM sampling the loss is weighted by the trainer/engine probability ratio, formed as the recipe's
+        # vllm_importance_sampling_mode says (default token_truncate: per-token ratios capped at 3; docs/engine.md).
         vllm_importance_sampling_correction=True,
         log_completions=False,  # we log a sample to MLflow ourselves (HistoryCallback)
         **checkpointing_args(cfg.save_steps),
