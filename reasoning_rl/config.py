@@ -261,8 +261,8 @@ class GrpoConfig:
         mask_truncated_completions (bool, True): DAPO's overlong filtering: a completion cut at
             max_completion_length still counts in its group's rewards but adds nothing to the loss, so GRPO is
             not pushed to shorten every answer (validation ablation in docs/results.md).
-        trl (dict, {}): any other `trl.GRPOConfig` option, passed through (e.g. `top_p: 0.95`). Unknown names are an error; options the project sets itself
-            (TRL_MANAGED) and the fields above are refused here.
+        trl (dict, {}): any other `trl.GRPOConfig` option, passed through (e.g. `top_p: 0.95`). Unknown names are
+            an error; options the project sets itself (TRL_MANAGED) and the fields above are refused here.
 
     This project's knobs:
         save_steps (int, 10): checkpoint every N steps (train/checkpoints.py); a rerun after a crash resumes from
