@@ -231,7 +231,7 @@ class GrpoConfig:
     """GRPO with TRL's GRPOTrainer, continuing the SFT LoRA adapter.
 
     The recipe (TRL's names, passed to `trl.GRPOConfig` as they are):
-        max_steps (int, 40): optimizer steps; each samples per_device_train_batch_size x
+        max_steps (int, 100): optimizer steps; each samples per_device_train_batch_size x
             gradient_accumulation_steps completions (8 x 2 = 16: 4 prompts x 4 generations).
         learning_rate (float, 3e-5): LoRA learning rate; GRPO refines a policy SFT already shaped.
         lr_scheduler_type (str, "constant_with_warmup"), warmup_steps (int, 4): a short warm-up, then constant.
@@ -286,7 +286,7 @@ class GrpoConfig:
             KV cache is sized by $VLLM_CPU_KVCACHE_SPACE instead, model/engine.py).
     """
 
-    max_steps: int = 40
+    max_steps: int = 100
     learning_rate: float = 3e-5
     lr_scheduler_type: str = "constant_with_warmup"
     warmup_steps: int = 4
