@@ -6,9 +6,10 @@ two steps. While `dvc repro grpo` runs, `watch` copies each checkpoint's adapter
     python -m benchmarks.grpo_curve watch &            # copies models/grpo/checkpoints/checkpoint-N to runs/curve/
     dvc repro grpo
 
-Then `evaluate` scores the SFT adapter and every copied checkpoint on the first 200 validation questions with
-the evaluate stage's generation settings, and writes per step strict and flexible accuracy (Wilson 95 %), format
-rate, mean tokens and McNemar exact p against SFT (and against `--compare-step`), plus a plot:
+Then `evaluate` scores the SFT adapter, every copied checkpoint and the stage's final adapter (its last step,
+which the stage deletes as it ends) on the first 200 validation questions with the evaluate stage's generation
+settings, and writes per step strict and flexible accuracy (Wilson 95 %), format rate, mean tokens and McNemar
+exact p against SFT (and against `--compare-step`), plus a plot:
 
     python -m benchmarks.grpo_curve evaluate --out reports/grpo_curve_val.json --plot docs/img/grpo_curve.png
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import shutil
 import time
 from pathlib import Path
@@ -52,6 +54,19 @@ def copy_complete(source: Path, dest: Path) -> list[Path]:
     return copied
 
 
+def add_final(adapter: Path, stats: Path, dest: Path) -> None:
+    """The stage's own adapter as `checkpoint-<last step>` (`stats`: its metrics/grpo.json): the stage deletes
+    its last checkpoint as it ends, usually before `watch` looks again."""
+    if not (adapter / "adapter_model.safetensors").exists() or not stats.exists():
+        return
+    target = dest / f"checkpoint-{json.loads(stats.read_text())['steps']}"
+    if not target.exists():
+        target.mkdir(parents=True)
+        for name in ADAPTER_FILES[:2]:
+            shutil.copy2(adapter / name, target / name)
+        print(f"added the stage's adapter {adapter} as {target}")
+
+
 def watch(source: Path, dest: Path, interval: float) -> None:
     print(f"copying complete checkpoints from {source} to {dest} every {interval:g} s (Ctrl-C to stop)", flush=True)
     while True:
@@ -70,6 +85,7 @@ def evaluate_curve(args: argparse.Namespace) -> None:
     from reasoning_rl.task.gsm8k import build_prompt, read_records
 
     params = load_params(Path(args.params))
+    add_final(Path(args.final), paths.train_metrics("grpo"), Path(args.checkpoints))
     checkpoints = sorted(Path(args.checkpoints).glob("checkpoint-*"), key=step_of)
     if not checkpoints:
         raise SystemExit(f"no checkpoint-N folders in {args.checkpoints}; run `python -m benchmarks.grpo_curve watch` "
@@ -156,6 +172,8 @@ def main() -> None:
     e.add_argument("--params", default=str(paths.params_file()))
     e.add_argument("--checkpoints", default=str(CURVE))
     e.add_argument("--sft", default=str(paths.adapter_dir("sft")))
+    e.add_argument("--final", default=str(paths.adapter_dir("grpo")),
+                   help="the grpo stage's adapter, scored as its last step (metrics/grpo.json's steps)")
     e.add_argument("--val-questions", type=int, default=200, help="first N validation questions")
     e.add_argument("--compare-step", type=int, default=40, help="also McNemar each checkpoint against this one")
     e.add_argument("--out", default="reports/grpo_curve_val.json")

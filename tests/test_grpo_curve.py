@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from benchmarks.grpo_curve import ADAPTER_FILES, copy_complete
+from benchmarks.grpo_curve import ADAPTER_FILES, add_final, copy_complete
 
 
 def make_checkpoint(root: Path, step: int, complete: bool = True) -> Path:
@@ -34,3 +34,10 @@ def test_does_not_copy_a_checkpoint_twice(tmp_path):
     (tmp_path / "src/checkpoint-10/adapter_model.safetensors").write_text("changed")
     assert copy_complete(tmp_path / "src", tmp_path / "dst") == []
     assert (tmp_path / "dst/checkpoint-10/adapter_model.safetensors").read_text() == "adapter_model.safetensors 10"
+
+
+def test_final_adapter_joins_the_curve_at_the_stage_last_step(tmp_path):
+    adapter = make_checkpoint(tmp_path, 0)  # any folder with the adapter files
+    (tmp_path / "grpo.json").write_text('{"steps": 100}')
+    add_final(adapter, tmp_path / "grpo.json", tmp_path / "dst")
+    assert (tmp_path / "dst/checkpoint-100/adapter_model.safetensors").read_text() == "adapter_model.safetensors 0"
