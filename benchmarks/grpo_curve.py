@@ -6,6 +6,8 @@ two steps. While `dvc repro grpo` runs, `watch` copies each checkpoint's adapter
     python -m benchmarks.grpo_curve watch &            # copies models/grpo/checkpoints/checkpoint-N to runs/curve/
     dvc repro grpo
 
+(`watch` refuses a --dest that already holds checkpoints: they would be another run's.)
+
 Then `evaluate` scores the SFT adapter, every copied checkpoint and the stage's final adapter (its last step,
 which the stage deletes as it ends) on the first 200 validation questions with the evaluate stage's generation
 settings, and writes per step strict and flexible accuracy (Wilson 95 %), format rate, mean tokens and McNemar
@@ -68,6 +70,8 @@ def add_final(adapter: Path, stats: Path, dest: Path) -> None:
 
 
 def watch(source: Path, dest: Path, interval: float) -> None:
+    if any(dest.glob("checkpoint-*")):  # a second run's checkpoint-N would be skipped as copied: runs mixed
+        raise SystemExit(f"{dest} already holds checkpoints, from an earlier run; move or delete it, or give --dest")
     print(f"copying complete checkpoints from {source} to {dest} every {interval:g} s (Ctrl-C to stop)", flush=True)
     while True:
         try:

@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
-from benchmarks.grpo_curve import ADAPTER_FILES, add_final, copy_complete
+import pytest
+
+from benchmarks.grpo_curve import ADAPTER_FILES, add_final, copy_complete, watch
 
 
 def make_checkpoint(root: Path, step: int, complete: bool = True) -> Path:
@@ -41,3 +43,9 @@ def test_final_adapter_joins_the_curve_at_the_stage_last_step(tmp_path):
     (tmp_path / "grpo.json").write_text('{"steps": 100}')
     add_final(adapter, tmp_path / "grpo.json", tmp_path / "dst")
     assert (tmp_path / "dst/checkpoint-100/adapter_model.safetensors").read_text() == "adapter_model.safetensors 0"
+
+
+def test_watch_refuses_a_folder_holding_an_earlier_run(tmp_path):
+    make_checkpoint(tmp_path / "dst", 10)
+    with pytest.raises(SystemExit, match="already holds checkpoints"):
+        watch(tmp_path / "src", tmp_path / "dst", interval=0)
