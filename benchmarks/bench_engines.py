@@ -70,6 +70,9 @@ def main() -> None:
     parser.add_argument("--grpo-max-completion-length", type=int, default=160)
     parser.add_argument("--grpo-variants", default=",".join(GRPO_VARIANTS),
                         help=f"comma list from benchmarks.bench_grpo_cpu.VARIANTS (default: {','.join(GRPO_VARIANTS)})")
+    parser.add_argument("--sft-adapter", default=str(paths.adapter_dir("sft")),
+                        help="SmolLM2-135M SFT adapter the GRPO variants start from (default: the sft stage's, "
+                             "which is SmolLM2's only under the smoke profile)")
     parser.add_argument("--note", default="", help="stored with the result (e.g. whether the CPU was idle)")
     parser.add_argument("--out", default=str(paths.REPORTS / "engine_speed.json"))
     args = parser.parse_args()
@@ -91,7 +94,7 @@ def main() -> None:
 
         grpo_args = argparse.Namespace(steps=args.grpo_steps, generations=4, prompts_per_step=4,
                                        max_completion_length=args.grpo_max_completion_length, seed=42,
-                                       model="embedded:SmolLM2-135M-Instruct", adapter=str(paths.adapter_dir("sft")))
+                                       model="embedded:SmolLM2-135M-Instruct", adapter=args.sft_adapter)
         rows = bench_grpo_cpu.read_records(paths.TRAIN)[:64]
         runs = []
         names = args.grpo_variants.split(",")
