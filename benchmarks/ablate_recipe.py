@@ -68,6 +68,20 @@ def digest(*objs) -> str:
                                      default=str).encode()).hexdigest()[:10]
 
 
+def val_generator(params: Params, val: list[dict]):
+    """The generator for the validation questions `val` (base.model, evaluate.max_new_tokens), the file name its
+    scores are cached under beside each adapter, and the base model's cache file."""
+    from reasoning_rl.eval.generation import ModelGenerator
+    from reasoning_rl.model.engine import resolve_engine
+    from reasoning_rl.task.gsm8k import build_prompt
+
+    gen = ModelGenerator(params.base.model, params.base.dtype, params.base.seed, resolve_engine(params.base.engine),
+                         [build_prompt(r["question"]) for r in val], max_new_tokens=params.evaluate.max_new_tokens)
+    tag = f"val{len(val)}-{params.evaluate.max_new_tokens}tok.json"  # the scores depend on these, not on the variant
+    base_dir = ROOT / f"base-{hashlib.sha256(params.base.model.encode()).hexdigest()[:10]}"
+    return gen, tag, base_dir / tag
+
+
 def evaluate(gen, adapter: Path | None, golds: list[str], desc: str, cache: Path) -> dict:
     """Greedy validation scores of `adapter` (None = the base model), kept in `cache` for later invocations."""
     from reasoning_rl.eval.scoring import score, summarize
@@ -164,9 +178,7 @@ def main() -> None:
     ap.add_argument("--out", default="reports/ablation_val.json")
     args = ap.parse_args()
 
-    from reasoning_rl.eval.generation import ModelGenerator
-    from reasoning_rl.model.engine import resolve_engine
-    from reasoning_rl.task.gsm8k import build_prompt, read_records
+    from reasoning_rl.task.gsm8k import read_records
 
     params = load_params(Path(args.params))
     if args.model:
@@ -184,11 +196,8 @@ def main() -> None:
         grpo, run = grpo_adapter(p, train, sft)
         trained.append((name, p, ov, sft, sft_seconds, grpo, run))
 
-    gen = ModelGenerator(params.base.model, params.base.dtype, params.base.seed, resolve_engine(params.base.engine),
-                         [build_prompt(r["question"]) for r in val], max_new_tokens=params.evaluate.max_new_tokens)
-    tag = f"val{len(val)}-{params.evaluate.max_new_tokens}tok.json"  # the scores depend on these, not on the variant
-    base_dir = ROOT / f"base-{hashlib.sha256(params.base.model.encode()).hexdigest()[:10]}"
-    cache: dict[Path | None, dict] = {None: evaluate(gen, None, golds, "base", base_dir / tag)}
+    gen, tag, base_cache = val_generator(params, val)
+    cache: dict[Path | None, dict] = {None: evaluate(gen, None, golds, "base", base_cache)}
     rows = []
     for name, _p, ov, sft, sft_seconds, grpo, run in trained:
         for adapter, desc in ((sft, f"{name} sft"), (grpo, f"{name} grpo")):

@@ -83,10 +83,8 @@ def watch(source: Path, dest: Path, interval: float) -> None:
 
 
 def evaluate_curve(args: argparse.Namespace) -> None:
-    from benchmarks.ablate_recipe import ROOT, evaluate, paired
-    from reasoning_rl.eval.generation import ModelGenerator
-    from reasoning_rl.model.engine import resolve_engine
-    from reasoning_rl.task.gsm8k import build_prompt, read_records
+    from benchmarks.ablate_recipe import evaluate, paired, val_generator
+    from reasoning_rl.task.gsm8k import read_records
 
     params = load_params(Path(args.params))
     add_final(Path(args.final), paths.train_metrics("grpo"), Path(args.checkpoints))
@@ -96,11 +94,8 @@ def evaluate_curve(args: argparse.Namespace) -> None:
                          "beside `dvc repro grpo` first")
     val = read_records(paths.VAL)[: args.val_questions]
     golds = [r["answer"] for r in val]
-    gen = ModelGenerator(params.base.model, params.base.dtype, params.base.seed, resolve_engine(params.base.engine),
-                         [build_prompt(r["question"]) for r in val], max_new_tokens=params.evaluate.max_new_tokens)
-    tag = f"val{len(val)}-{params.evaluate.max_new_tokens}tok.json"
-    base_dir = ROOT / f"base-{hashlib.sha256(params.base.model.encode()).hexdigest()[:10]}"
-    base = evaluate(gen, None, golds, "base", base_dir / tag)
+    gen, tag, base_cache = val_generator(params, val)
+    base = evaluate(gen, None, golds, "base", base_cache)
     sft_path = Path(args.sft)
     weights = hashlib.sha256((sft_path / "adapter_model.safetensors").read_bytes()).hexdigest()[:10]
     sft = evaluate(gen, sft_path, golds, "sft", CURVE / f"sft-{weights}" / tag)

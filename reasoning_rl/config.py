@@ -284,6 +284,9 @@ class GrpoConfig:
             "server" (`trl vllm-serve` on its own GPU, docs/scaling.md).
         vllm_gpu_memory_utilization (float, 0.3): GPU share vLLM may take when colocated on a GPU (on a CPU the
             KV cache is sized by $VLLM_CPU_KVCACHE_SPACE instead, model/engine.py).
+        dynamic_sampling_rounds (int, 0): DAPO's dynamic sampling: up to this many extra sampling rounds per step
+            replace groups whose rewards all tie (no learning signal) with groups from fresh prompts whose rewards
+            differ (train/dynamic_sampling.py); 0 = off. Each round costs generation and a no-grad forward.
     """
 
     max_steps: int = 100
@@ -317,6 +320,7 @@ class GrpoConfig:
     shared_prefix: bool = True
     vllm_mode: str = "colocate"
     vllm_gpu_memory_utilization: float = 0.3
+    dynamic_sampling_rounds: int = 0
 
     def __post_init__(self) -> None:
         _positive(
@@ -334,6 +338,8 @@ class GrpoConfig:
         )
         if self.warmup_steps < 0:
             raise ValueError(f"grpo.warmup_steps ({self.warmup_steps}) must be >= 0")
+        if self.dynamic_sampling_rounds < 0:
+            raise ValueError(f"grpo.dynamic_sampling_rounds ({self.dynamic_sampling_rounds}) must be >= 0 (0 = off)")
         if self.num_generations < 2:
             raise ValueError(
                 f"grpo.num_generations ({self.num_generations}) must be >= 2: a group of one has no relative advantage"

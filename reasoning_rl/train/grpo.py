@@ -22,7 +22,7 @@ from reasoning_rl.config import GRPO_RECIPE_FIELDS, GrpoConfig
 from reasoning_rl.model import attention, engine
 from reasoning_rl.model.loading import load_trainable_policy, pick_dtype, select_backend
 from reasoning_rl.task.rewards import get_reward_funcs
-from reasoning_rl.train import shared_prefix
+from reasoning_rl.train import dynamic_sampling, shared_prefix
 from reasoning_rl.train.callbacks import HistoryCallback
 from reasoning_rl.train.checkpoints import checkpointing_args, train_resuming
 from reasoning_rl.train.lora import merged_weights
@@ -125,6 +125,7 @@ def train_grpo(
         processing_class=tokenizer,
         shared_prefix=plain and cfg.shared_prefix,
         autocast_lora=plain and cfg.autocast_lora and bf16,  # only autocast makes bf16 LoRA matmuls valid
+        dynamic_sampling_rounds=cfg.dynamic_sampling_rounds,
     )
     history = HistoryCallback(trainer)
     trainer.add_callback(history)
@@ -140,9 +141,11 @@ class GrpoTrainer(GRPOTrainer):
     docs/scaling.md has what each one saves; benchmarks/bench_grpo_cpu.py measures them.
     """
 
-    def __init__(self, *args, shared_prefix: bool = False, autocast_lora: bool = False, **kwargs):
+    def __init__(self, *args, shared_prefix: bool = False, autocast_lora: bool = False,
+                 dynamic_sampling_rounds: int = 0, **kwargs):
         self.shared_prefix = shared_prefix
         self.autocast_lora = autocast_lora
+        self.dynamic_sampling_rounds = dynamic_sampling_rounds
         cpu_vllm = kwargs["args"].use_vllm and not torch.cuda.is_available()
         with _colocated_vllm_on_cpu(kwargs["args"].seed) if cpu_vllm else contextlib.nullcontext():
             super().__init__(*args, **kwargs)
@@ -155,6 +158,38 @@ class GrpoTrainer(GRPOTrainer):
             return super()._generate_single_turn(*args, **kwargs)
         with engine.engine_call("sampling GRPO completions"):
             return super()._generate_single_turn(*args, **kwargs)
+
+    def _generate_and_score_completions(self, inputs):
+        """TRL's sampling and scoring; with dynamic_sampling_rounds, tied groups are replaced (dynamic_sampling.py).
+
+        TRL's sampling metrics (reward, frac_reward_zero_std, ...) stay those of the step's own batch, comparable
+        with a run without refilling; `dynamic_sampling/*` says what the extra rounds did.
+        """
+        batch = super()._generate_and_score_completions(inputs)
+        if not self.dynamic_sampling_rounds or not self.model.training:
+            return batch
+        if self.accelerator.num_processes > 1:
+            raise ValueError("grpo.dynamic_sampling_rounds > 0 runs in a single process only")
+        metrics = self._metrics["train"]
+        step = self.state.global_step
+        g = self.num_generations
+
+        def sample_groups(count: int, round_: int) -> dict:
+            picks = dynamic_sampling.extra_prompts(len(self.train_dataset), count, self.args.seed,
+                                                   step * self.dynamic_sampling_rounds + round_)
+            rows = [dict(self.train_dataset[i]) for i in picks for _ in range(g)]
+            lengths = {key: len(values) for key, values in metrics.items()}
+            more = super(GrpoTrainer, self)._generate_and_score_completions(rows)
+            for key, values in metrics.items():  # the extra rounds' sampling metrics are not the step's
+                del values[lengths.get(key, 0):]
+            return more
+
+        batch, stats = dynamic_sampling.refill(batch, g, self.dynamic_sampling_rounds, sample_groups,
+                                               self.processing_class.pad_token_id)
+        n_groups = batch["advantages"].numel() // g
+        metrics["dynamic_sampling/extra_groups"].append(stats.extra_groups)
+        metrics["dynamic_sampling/frac_tied_trained"].append(stats.tied_after / n_groups)
+        return batch
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         """TRL's loss; with autocast_lora, PEFT does not upcast the LoRA inputs to fp32 (autocast runs bf16)."""
