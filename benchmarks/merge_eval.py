@@ -21,6 +21,8 @@ from reasoning_rl import paths
 from reasoning_rl.config import load_params
 from reasoning_rl.files import write_json
 
+CACHE = Path("runs/merge_eval")  # git-ignored, like runs/ablation
+
 
 class UnmergedGenerator:
     """`ModelGenerator`'s load/greedy interface on the unmerged PEFT model (transformers' generate)."""
@@ -60,7 +62,8 @@ def main() -> None:
     for pair in args.pairs:
         adapter, _, merged_file = pair.partition("=")
         merged = json.loads(Path(merged_file).read_text())
-        unmerged = evaluate(gen, Path(adapter), golds, f"{adapter} unmerged", Path(adapter) / f"unmerged-{tag}.json")
+        cache = CACHE / adapter.strip("/").replace("/", "_") / f"unmerged-{tag}.json"  # not in a DVC output
+        unmerged = evaluate(gen, Path(adapter), golds, f"{adapter} unmerged", cache)
         keep = ("accuracy", "flexible_accuracy", "format_rate", "mean_completion_tokens", "truncated_rate")
         result["adapters"][adapter] = {"merged": {k: merged[k] for k in keep},
                                        "unmerged": {k: unmerged[k] for k in keep},
