@@ -88,7 +88,7 @@ def main() -> None:
             if adapter is not None:
                 run_tags[f"adapter_sha256.{name}"] = file_sha256(adapter / "adapter_model.safetensors")
         log_metrics({"questions": len(rows)})
-        ####  one engine for every model: vLLM gets each model's weights in place, transformers loads each model
+        ####  one engine for every model: vLLM serves each adapter as a LoRA, transformers loads each model merged
         generator = ModelGenerator(base.model, base.dtype, base.seed, resolve_engine(base.engine), prompts,
                                    cfg.max_new_tokens)
         run_tags |= {"engine": generator.engine, "base_model": base.model}

@@ -95,10 +95,15 @@ def smollm(gsm8k_dir):
 
 @pytest.fixture(scope="module")
 def llm(smollm):
+    """One engine serving LoRA adapters of rank <= 16 (what evaluation and GRPO start), on the base weights."""
+    from reasoning_rl.model import served_lora
+
     _, path, _, _ = smollm
-    started = engine.start_vllm(path, torch.bfloat16, seed=0, max_model_len=1024)
+    started = served_lora.ServedLLM(engine.start_vllm(path, torch.bfloat16, seed=0, max_model_len=1024,
+                                                      **served_lora.engine_kwargs(16)), 16)
     yield started
-    engine.close_vllm(started)
+    started.close()
+    engine.close_vllm(started.llm)
 
 
 def hf_model(name: str, adapter=None):
@@ -171,18 +176,19 @@ def test_vllm_greedy_agrees_with_transformers_greedy(llm, smollm):
 @pytest.mark.slow
 @vllm_only
 def test_vllm_generation_changes_with_a_lora_adapter(llm, smollm, tmp_path):
-    """A LoRA adapter merged into the engine's weights changes what it writes; the base weights bring it back."""
+    """A LoRA adapter served by the engine changes what it writes; serving none brings the base model back."""
     from tiny_models import random_lora_adapter
 
     from reasoning_rl.eval.generation import generate_vllm
 
     name, _, tokenizer, prompts = smollm
     llm.reset_prefix_cache()  # KV cached by earlier tests' batches can flip bf16 near-ties; compare like with like
+    llm.serve(None)
     base, _ = generate_vllm(llm, tokenizer, prompts[:8], 24, "base")
-    adapter = random_lora_adapter(name, tmp_path / "adapter")
-    engine.reload_weights(llm, hf_model(name, adapter).state_dict().items())
+    llm.serve(random_lora_adapter(name, tmp_path / "adapter"))
     adapted, _ = generate_vllm(llm, tokenizer, prompts[:8], 24, "adapted")
-    engine.reload_weights(llm, hf_model(name).state_dict().items())
+    llm.serve(None)
+    llm.reset_prefix_cache()  # the base prompts' KV is cached from the first batch: recompute it, like with like
     again, _ = generate_vllm(llm, tokenizer, prompts[:8], 24, "base again")
     assert sum(a[0].text != b[0].text for a, b in zip(base, adapted, strict=True)) >= 6
     assert [g[0].text for g in again] == [g[0].text for g in base]
@@ -202,17 +208,19 @@ def scores_match(served: torch.Tensor, policy: torch.Tensor) -> bool:
 @pytest.mark.parametrize("sync", [True, False], ids=["synced", "negative_control_without_sync"])
 def test_weight_sync_after_an_optimizer_step(llm, smollm, sync):
     """After optimizer steps on the LoRA policy, the synced engine scores a fixed completion as the policy does;
-    without the sync (the negative control) the same check fails: the engine still serves the old policy."""
+    without the sync (the negative control) the same check fails: the engine still serves the old policy.
+
+    The sync is GRPO's (`grpo._serve_policy_cpu`): the policy's adapter served unmerged."""
     from peft import get_peft_model
 
-    from reasoning_rl.train.lora import lora_config, merged_weights
+    from reasoning_rl.train.lora import lora_config
 
     name, _, tokenizer, prompts = smollm
     prompt = prompt_ids(tokenizer, prompts[0])
     completion = tokenizer("<think>\nShe sells 16 - 3 - 4 = 9 eggs.\n</think>\n<answer>18</answer>",
                            add_special_tokens=False).input_ids
     policy = get_peft_model(hf_model(name), lora_config(16, 32, 0.0))
-    engine.reload_weights(llm, merged_weights(policy))  # the engine starts from the policy
+    llm.serve_policy(policy)  # the engine starts from the policy
     before = policy_logprobs(policy, prompt, completion)
     assert scores_match(engine_logprobs(llm, prompt, completion), before)
 
@@ -225,9 +233,9 @@ def test_weight_sync_after_an_optimizer_step(llm, smollm, sync):
     assert (after - before).abs().mean() > 3 * SYNC_TOLERANCE
 
     if sync:
-        engine.reload_weights(llm, merged_weights(policy))
+        llm.serve_policy(policy)
     served = engine_logprobs(llm, prompt, completion)
-    engine.reload_weights(llm, hf_model(name).state_dict().items())  # leave the shared engine on the base weights
+    llm.serve(None)  # leave the shared engine on the base model
     assert scores_match(served, after) is sync
 
 

@@ -128,8 +128,9 @@ def generate_vllm(llm, tokenizer, prompts: list[list[dict]], max_new_tokens: int
 class ModelGenerator:
     """Generates for the evaluated models in turn (base, then each adapter) through one engine.
 
-    vLLM: one engine for all of them, started on the base weights; each adapter is merged into the base
-    weights (transformers + PEFT) and loaded into the engine in place, which takes seconds, not a restart.
+    vLLM: one engine for all of them, on the base weights; each adapter is served unmerged as a vLLM LoRA
+    (served_lora.py: merging into bf16 weights would round part of it away). The engine restarts only when an
+    adapter's rank is above what it serves (the base model alone starts it without LoRA).
     transformers: each model is loaded with its adapter merged (an unmerged LoRA decodes ~2x slower).
     """
 
@@ -142,35 +143,27 @@ class ModelGenerator:
         self.tokenizer = load_tokenizer(model)
         self._llm = None
         self._hf = None
-        self._loaded: object = "nothing"
 
     def load(self, adapter: Path | None) -> None:
-        """Make the base model, plus `adapter` merged in when given, the one that generates."""
-        from reasoning_rl.model import engine
-        from reasoning_rl.model.loading import (
-            DECODE_ATTENTION,
-            load_model,
-            merged_model,
-            pick_dtype,
-            resolve_model_path,
-        )
+        """Make the base model, plus `adapter` when given, the one that generates."""
+        from reasoning_rl.model import engine, served_lora
+        from reasoning_rl.model.loading import DECODE_ATTENTION, load_model, pick_dtype, resolve_model_path
 
         if self.engine != engine.VLLM:
             self._hf = None
             lm = load_model(self.model_name, self.dtype, adapter=adapter, attn_implementation=DECODE_ATTENTION)
             self._hf = lm.model.merge_and_unload() if adapter is not None else lm.model
             return
-        if self._llm is None:
+        rank = served_lora.adapter_rank(adapter) if adapter is not None else 0
+        if self._llm is None or rank > self._llm.rank:
+            self.close()
             longest = max(len(self.tokenizer.apply_chat_template(p, tokenize=True, add_generation_prompt=True,
                                                                  return_dict=False)) for p in self.prompts)
-            self._llm = engine.start_vllm(resolve_model_path(self.model_name), pick_dtype(self.dtype), self.seed,
-                                          max_model_len=longest + self.max_new_tokens)
-            self._loaded = None  # the engine starts on the base weights
-        if adapter != self._loaded:
-            weights = merged_model(self.model_name, self.dtype, adapter).state_dict()
-            with engine.engine_call(f"loading the weights of {adapter or 'the base model'}"):
-                engine.reload_weights(self._llm, weights.items())
-            self._loaded = adapter
+            options = served_lora.engine_kwargs(rank) if rank else {}
+            llm = engine.start_vllm(resolve_model_path(self.model_name), pick_dtype(self.dtype), self.seed,
+                                    max_model_len=longest + self.max_new_tokens, **options)
+            self._llm = served_lora.ServedLLM(llm, options.get("max_lora_rank", 0))
+        self._llm.serve(adapter)
 
     def greedy(self, batch_size: int, desc: str) -> tuple[list[Generation], float]:
         if self._llm is not None:
@@ -190,6 +183,7 @@ class ModelGenerator:
         if self._llm is not None:
             from reasoning_rl.model.engine import close_vllm
 
-            close_vllm(self._llm)
+            self._llm.close()
+            close_vllm(self._llm.llm)
             self._llm = None
         self._hf = None

@@ -2,8 +2,8 @@
 `generate` where vLLM cannot be installed (macOS, non-x86 CPUs).
 
 One engine generates for evaluation and for GRPO's sampling. On a CPU it runs in the calling process
-(`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so no `__main__` guard is needed and its weights can be replaced in place
-after every optimizer step; `enforce_eager` starts it in seconds instead of compiling for two minutes
+(`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so no `__main__` guard is needed and it can serve each new LoRA adapter
+(served_lora.py) or take new weights in place; `enforce_eager` starts it in seconds instead of compiling for two minutes
 (../shared/notes/vllm-cpu.md has the measurements behind each setting).
 """
 
@@ -130,14 +130,16 @@ def reload_weights(llm, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
     llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
 
 
-def start_vllm(model_path: str | Path, dtype: torch.dtype, seed: int, max_model_len: int, max_num_seqs: int = 256):
-    """An in-process vLLM engine on `model_path` (a safetensors folder)."""
+def start_vllm(model_path: str | Path, dtype: torch.dtype, seed: int, max_model_len: int, max_num_seqs: int = 256,
+               **options):
+    """An in-process vLLM engine on `model_path` (a safetensors folder); `options` are more LLM(...) arguments
+    (served_lora.engine_kwargs for LoRA serving)."""
     configure_cpu_env()
     with engine_call(f"starting on {model_path}"):
         from vllm import LLM
 
         return LLM(model=str(model_path), dtype=str(dtype).removeprefix("torch."), seed=seed,
-                   max_model_len=max_model_len, max_num_seqs=max_num_seqs, **cpu_engine_kwargs())
+                   max_model_len=max_model_len, max_num_seqs=max_num_seqs, **cpu_engine_kwargs(), **options)
 
 
 def close_vllm(llm) -> None:

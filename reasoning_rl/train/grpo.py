@@ -1,10 +1,10 @@
 """GRPO with TRL's GRPOTrainer, continuing the SFT LoRA adapter; sampling through the generation engine.
 
 With the vLLM engine (base.engine), TRL's own vLLM integration samples (`use_vllm`, `vllm_mode="colocate"`): the
-engine lives in the training process and gets the policy's weights after every optimizer step. On a CPU two of
-its steps are replaced: the engine starts in eager mode (`_colocated_vllm_on_cpu`), and the weights are pushed
-with vLLM's in-place reload, merged from the untouched base weights and the current LoRA (`_sync_weights_cpu`,
-no drift). docs/engine.md has the why of each.
+engine lives in the training process and gets the policy after every optimizer step. On a CPU two of its steps
+are replaced: the engine starts in eager mode with LoRA serving on (`_colocated_vllm_on_cpu`), and the sync
+serves the policy's current adapter unmerged (`_serve_policy_cpu`) instead of merging it into the bf16 weights,
+which rounds most of a GRPO update away (served_lora.py). docs/engine.md has the why of each.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from reasoning_rl.config import GRPO_RECIPE_FIELDS, GrpoConfig
-from reasoning_rl.model import attention, engine
+from reasoning_rl.model import attention, engine, served_lora
 from reasoning_rl.model.loading import load_trainable_policy, pick_dtype, select_backend
 from reasoning_rl.task.rewards import get_reward_funcs
 from reasoning_rl.train import dynamic_sampling, shared_prefix
 from reasoning_rl.train.callbacks import HistoryCallback
 from reasoning_rl.train.checkpoints import checkpointing_args, train_resuming
-from reasoning_rl.train.lora import merged_weights
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +146,13 @@ class GrpoTrainer(GRPOTrainer):
         self.autocast_lora = autocast_lora
         self.dynamic_sampling_rounds = dynamic_sampling_rounds
         cpu_vllm = kwargs["args"].use_vllm and not torch.cuda.is_available()
-        with _colocated_vllm_on_cpu(kwargs["args"].seed) if cpu_vllm else contextlib.nullcontext():
+        rank = kwargs["model"].peft_config["default"].r if cpu_vllm else 0
+        with _colocated_vllm_on_cpu(kwargs["args"].seed, rank) if cpu_vllm else contextlib.nullcontext():
             super().__init__(*args, **kwargs)
         if cpu_vllm:
-            self.vllm_generation.sync_weights = functools.partial(_sync_weights_cpu, self.vllm_generation)
+            generation = self.vllm_generation
+            generation.llm = served_lora.ServedLLM(generation.llm, rank)
+            generation.sync_weights = functools.partial(_serve_policy_cpu, generation)
 
     def _generate_single_turn(self, *args, **kwargs):
         """TRL's sampling step; with vLLM, a dead or hung engine stops the stage with a message naming it."""
@@ -237,9 +239,10 @@ class GrpoTrainer(GRPOTrainer):
 
 
 @contextlib.contextmanager
-def _colocated_vllm_on_cpu(seed: int):
+def _colocated_vllm_on_cpu(seed: int, lora_rank: int):
     """While TRL builds its colocated engine: the CPU build's settings, eager mode (seconds to start, not two
-    minutes of compilation) and our seed (TRL passes the process index)."""
+    minutes of compilation), LoRA serving for adapters of rank `lora_rank`, and our seed (TRL passes the process
+    index)."""
     from trl.generation import vllm_generation
 
     engine.configure_cpu_env(kv_cache_gib=GRPO_KV_CACHE_GIB)
@@ -248,7 +251,7 @@ def _colocated_vllm_on_cpu(seed: int):
     def cpu_llm(*args, **kwargs):
         kwargs["seed"] = seed
         with engine.engine_call("starting for GRPO sampling"):
-            return original(*args, **kwargs, **engine.cpu_engine_kwargs())
+            return original(*args, **kwargs, **engine.cpu_engine_kwargs(), **served_lora.engine_kwargs(lora_rank))
 
     vllm_generation.LLM = cpu_llm
     try:
@@ -257,14 +260,14 @@ def _colocated_vllm_on_cpu(seed: int):
         vllm_generation.LLM = original
 
 
-def _sync_weights_cpu(generation) -> None:
-    """TRL's colocated weight sync, for the CPU build: one in-place reload of every weight, the LoRA merged in.
+def _serve_policy_cpu(generation) -> None:
+    """TRL's colocated weight sync, for the CPU build: the engine serves the policy's current LoRA, unmerged.
 
-    TRL calls `model.load_weights` per parameter, which the CPU build cannot take (its linear layers are
-    repacked and their parameters emptied), and merges the LoRA into the base weights in place and back out,
-    which in bf16 leaves rounding drift in the base weights every step. Here each merged weight is computed
-    from the untouched base weight instead (train/lora.py).
+    TRL merges the LoRA into the base weights in place, pushes them with `model.load_weights` (which the CPU
+    build cannot take: its linear layers are repacked and their parameters emptied) and unmerges. In bf16 the
+    merge rounds away most of a small update, so the engine would sample from a policy missing part of what it
+    learned. Served as a LoRA (the adapter written to a scratch folder, a few MB), it samples the policy itself.
     """
     policy = generation.accelerator.unwrap_model(generation.model)
-    with engine.engine_call("loading the policy's new weights"):
-        engine.reload_weights(generation.llm, merged_weights(policy))
+    with engine.engine_call("serving the policy's new LoRA"):
+        generation.llm.serve_policy(policy)
