@@ -9,8 +9,9 @@ Arms, each a fresh in-process engine (bf16, eager, as the evaluate stage starts 
 
 Every completion is exactly `--tokens` long (`ignore_eos`), so every arm decodes the same number of tokens
 from the same prompts and tok/s compares per-token cost only (no length or prefill confound).
-`--py-spy SECONDS` samples the `served` arm with py-spy (if installed; raw stacks in runs/served_lora_profile.txt)
-and stores the share of samples under vLLM's LoRA layers, under the LoRA ops and in each line of them.
+`--py-spy SECONDS` then samples a second, untimed pass of the `served` arm with py-spy (if installed; raw
+stacks in runs/served_lora_profile.txt) and stores the share of samples under vLLM's LoRA layers, under the
+LoRA ops and in each line of them.
 Writes reports/served_lora_speed.json.
 """
 
@@ -23,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -41,22 +43,22 @@ FRAMES = {"model forward": "execute_model", "linear layers with LoRA (base + LoR
 def profile_shares(raw: Path, top: int = 8) -> dict:
     """Shares of py-spy's samples (its `raw` format: `frame;frame;... count` per line) under each of FRAMES, and
     the `top` innermost lines."""
-    total, under, leaves = 0, dict.fromkeys(FRAMES, 0), {}
+    total, under, leaves = 0, dict.fromkeys(FRAMES, 0), Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack:
             continue
         n, frames = int(count), stack.split(";")
+        names = [f.split(" (")[0] for f in frames]
         total += n
         for label, frame in FRAMES.items():
-            if any(f.split(" (")[0].endswith(frame) or frame in f.split(" (")[0] for f in frames):
+            if any(frame in name for name in names):
                 under[label] += n
-        leaves[frames[-1]] = leaves.get(frames[-1], 0) + n
+        leaves[frames[-1]] += n
     if not total:
         raise SystemExit(f"{raw}: py-spy recorded no samples")
-    innermost = sorted(leaves.items(), key=lambda kv: -kv[1])[:top]
     return {"samples": total, "share_under": {k: round(v / total, 3) for k, v in under.items()},
-            "innermost_lines": {k: round(v / total, 3) for k, v in innermost}}
+            "innermost_lines": {k: round(v / total, 3) for k, v in leaves.most_common(top)}}
 
 
 def py_spy_binary() -> str:
@@ -86,18 +88,16 @@ def run_arm(arm: str, model: str, adapter: Path, prompts: list[list[int]], token
     params = SamplingParams(temperature=0.0, max_tokens=tokens, ignore_eos=True)
     batch = [{"prompt_token_ids": p} for p in prompts]
     llm.generate(batch[:4], SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True), use_tqdm=False)  # warm-up
-    spy = None
-    if py_spy and arm == "served":
-        PROFILE.parent.mkdir(parents=True, exist_ok=True)
-        out = PROFILE
-        spy = subprocess.Popen([py_spy_binary(), "record", "--pid", str(os.getpid()), "--duration", str(py_spy),
-                                "--format", "raw", "--rate", "50", "--output", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(1.0)
     t0 = time.perf_counter()
     outputs = llm.generate(batch, params, use_tqdm=False)
     seconds = time.perf_counter() - t0
-    if spy is not None:
+    if py_spy and arm == "served":  # a second, untimed pass under py-spy: its sampling slows what it samples
+        PROFILE.parent.mkdir(parents=True, exist_ok=True)
+        spy = subprocess.Popen([py_spy_binary(), "record", "--pid", str(os.getpid()), "--duration", str(py_spy),
+                                "--format", "raw", "--rate", "50", "--output", str(PROFILE)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+        llm.generate(batch, params, use_tqdm=False)
         spy.wait()
     generated = sum(len(o.outputs[0].token_ids) for o in outputs)
     llm.close()
