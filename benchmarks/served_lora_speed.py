@@ -36,8 +36,9 @@ ARMS = ("no_lora", "lora_engine_no_adapter", "served")
 PROFILE = Path("runs/served_lora_profile.txt")
 # stack frames whose share of the served arm's samples the result reports
 FRAMES = {"model forward": "execute_model", "linear layers with LoRA (base + LoRA)": "BaseLinearLayerWithLoRA.apply",
-          "LoRA part of those layers": "_apply_lora_to_output", "LoRA shrink (x A^T)": "bgmv_shrink",
-          "LoRA expand (. B^T)": "bgmv_expand", "logits": "LogitsProcessor", "sampler": "Sampler.forward"}
+          "LoRA part of those layers": "_apply_lora_to_output", "LoRA products (add_lora_linear)": "add_lora_linear",
+          "building the fused LoRA matrices (served_lora._fused)": "_fused", "logits": "LogitsProcessor",
+          "sampler": "Sampler.forward"}
 
 
 def profile_shares(raw: Path, top: int = 8) -> dict:
@@ -125,6 +126,8 @@ def main() -> None:
         raise SystemExit(f"--arms: unknown {bad}; choose from {list(ARMS)}")
     if not (args.adapter / "adapter_config.json").is_file():
         raise SystemExit(f"--adapter {args.adapter}: no adapter_config.json there (run the sft stage first)")
+    if args.py_spy and "served" in arms:
+        py_spy_binary()  # fail before the timed arms, not after them
 
     from reasoning_rl.config import load_params
     from reasoning_rl.model.loading import load_tokenizer

@@ -9,8 +9,8 @@ the same SFT adapter served this way wrote well-formed answers 67.8 % of the tim
 Why a fast path: vLLM's CPU LoRA ops (`vllm.lora.ops.torch_ops`) gather each token's adapter weights
 (`w[indices]`) before an einsum, one copy of the adapter per token: 135 tok/s instead of 583 on SmolLM2-135M.
 Evaluation and GRPO serve one adapter at a time, so every token of a batch uses the same one, and the same
-product is one matmul with that adapter's weights: 572 tok/s. `install_single_adapter_ops` takes that path
-whenever every token of a call uses one adapter, and leaves any other batch to vLLM's own op.
+product is one matmul with that adapter's weights. `install_single_adapter_ops` takes that path whenever every
+token of a model step uses one adapter, and leaves any other step to vLLM's own code.
 """
 
 from __future__ import annotations
@@ -52,60 +52,74 @@ def _one_adapter(indices: torch.Tensor) -> int | None:
     return int(first)
 
 
-def _slot(weights: torch.Tensor, slot: int, dtype: torch.dtype) -> torch.Tensor:
-    """One adapter's [out, in] matrix from vLLM's stacked [slots, (1,) out, in] buffer."""
-    w = weights[slot]
-    return (w.squeeze(0) if w.dim() == 3 else w).to(dtype)
+NO_ADAPTER = -1  # vLLM's index for a token that uses no adapter
+VLLM_OPS: dict[str, Any] = {}  # vLLM's own methods, kept when replaced (the fallback, and the tests' reference)
+_loaded = [0]  # how many times vLLM wrote adapter weights into its slots: the fused matrices' cache key
 
 
-VLLM_OPS: dict[str, Any] = {}  # vLLM's own ops, kept when replaced (the fallback, and the tests' reference)
+def _fused(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...], sizes: tuple[int, ...],
+           slot: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One slot's LoRA for all output slices of a layer: A^T of every slice side by side, [in, slices x rank], and
+    B of every slice on a block diagonal, [sum of slice sizes, slices x rank]. x A^T then B^T is each slice's
+    x A_i^T B_i^T in its own columns: two matmuls per layer instead of two per slice (q, k, v)."""
+    a_t = torch.cat([t[slot].reshape(-1, t.shape[-1]) for t in a]).T.contiguous()
+    blocks = [t[slot].reshape(-1, t.shape[-1])[:size] for t, size in zip(b, sizes, strict=True)]
+    return a_t, blocks[0] if len(blocks) == 1 else torch.block_diag(*blocks)
 
 
 def install_single_adapter_ops() -> None:
-    """Replace vLLM's CPU LoRA ops by ones with a one-matmul path when every token uses the same adapter.
+    """Give vLLM's CPU LoRA wrapper a one-adapter path: two matmuls per LoRA layer, whatever its slices.
 
-    Same arguments, same semantics as vLLM's `bgmv_shrink`/`bgmv_expand`/`bgmv_expand_slice` (the prefill ops
-    `sgmv_*` expand their indices and call these); tests/test_served_lora.py checks the outputs against vLLM's.
+    `update_metadata` (once per model step) finds the adapter slot every token of the step uses, or None.
+    `add_lora_linear` (every LoRA layer) then computes y += (x A^T) B^T for all output slices of the layer at
+    once (`_fused`: q, k, v of a fused projection side by side), with bf16 matmuls that accumulate in fp32 and
+    the add fused into the second one (`addmm_`): no per-token gather, no fp32 copies, 2 calls per layer where
+    vLLM makes 2 per slice. The fused matrices are built once per layer and adapter: the cache is keyed by
+    the count of adapter loads (`activate_adapter`, the only place vLLM writes the slots). Any other step
+    (several adapters, or the async path that asks for `add_inputs=False`) runs vLLM's own method; a step with
+    no adapter adds nothing (vLLM's meaning of index -1). tests/test_served_lora.py checks the outputs against
+    vLLM's: they differ by bf16 rounding (vLLM rounds x A^T B^T to bf16 before adding it to y).
     """
     if VLLM_OPS or torch.cuda.is_available():  # on a GPU vLLM runs its own Triton kernels
         return
-    from vllm.lora.ops.torch_ops import lora_ops
-    from vllm.lora.punica_wrapper import punica_cpu
+    from vllm.lora.model_manager import LoRAModelManager
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
-    VLLM_OPS.update(bgmv_shrink=lora_ops.bgmv_shrink, bgmv_expand=lora_ops.bgmv_expand,
-                    bgmv_expand_slice=lora_ops.bgmv_expand_slice)
-    shrink, expand, expand_slice = lora_ops.bgmv_shrink, lora_ops.bgmv_expand, lora_ops.bgmv_expand_slice
+    VLLM_OPS.update(update_metadata=PunicaWrapperCPU.update_metadata, add_lora_linear=PunicaWrapperCPU.add_lora_linear,
+                    activate_adapter=LoRAModelManager.activate_adapter)
+    update_original, linear_original = VLLM_OPS["update_metadata"], VLLM_OPS["add_lora_linear"]
+    activate_original = VLLM_OPS["activate_adapter"]
 
-    def bgmv_shrink(inputs, weights, out, indices, scaling=1.0):
-        slot = _one_adapter(indices)
-        if slot is None:
-            return shrink(inputs, weights, out, indices, scaling)
-        y = inputs.to(out.dtype) @ _slot(weights, slot, out.dtype).T
-        out[:, : y.shape[1]] = scaling * y
+    def activate_adapter(self, *args, **kwargs):
+        written = activate_original(self, *args, **kwargs)  # False: already in its slot (asked at every step)
+        _loaded[0] += bool(written)
+        return written
 
-    def bgmv_expand(inputs, weights, out, indices, add_inputs=True):
-        slot = _one_adapter(indices)
-        if slot is None or inputs.shape[0] != out.shape[0]:
-            return expand(inputs, weights, out, indices, add_inputs)
-        y = inputs.to(out.dtype) @ _slot(weights, slot, out.dtype).T
-        n = min(y.shape[1], out.shape[1])  # adapter and model may pad differently
-        if add_inputs:
-            out[:, :n] += y[:, :n]
-        else:
-            out[:, :n] = y[:, :n]
+    def update_metadata(self, *args, **kwargs):
+        update_original(self, *args, **kwargs)
+        indices = self.token_lora_indices
+        self.one_adapter = NO_ADAPTER if bool((indices == NO_ADAPTER).all()) else _one_adapter(indices)
 
-    def bgmv_expand_slice(inputs, weights, out, indices, slice_offset, slice_size, add_inputs=True):
-        slot = _one_adapter(indices)
-        if slot is None:
-            return expand_slice(inputs, weights, out, indices, slice_offset, slice_size, add_inputs)
-        y = inputs.to(out.dtype) @ _slot(weights, slot, out.dtype).T
-        if add_inputs:
-            out[:, slice_offset: slice_offset + slice_size] += y
-        else:
-            out[:, slice_offset: slice_offset + slice_size] = y
+    def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, **kwargs):
+        slot = getattr(self, "one_adapter", None)
+        if slot is None or not kwargs.get("add_inputs", True):
+            return linear_original(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, **kwargs)
+        if slot == NO_ADAPTER:
+            return y
+        cache = self.__dict__.setdefault("fused_lora", {})
+        key = (id(lora_a_stacked[0]), slot)
+        if key not in cache or cache[key][0] != _loaded[0]:
+            cache[key] = (_loaded[0], *_fused(lora_a_stacked, lora_b_stacked, output_slices, slot))
+        _, a_t, b = cache[key]
+        x2, y2 = x.reshape(-1, x.shape[-1]), y.view(-1, y.shape[-1])
+        h = torch.mm(x2, a_t.to(x2.dtype))  # [tokens, slices x rank]
+        if scale != 1.0:  # vLLM folds the LoRA scaling into B and passes 1.0
+            h = h * scale
+        y2[:, : b.shape[0]].addmm_(h.to(y2.dtype), b.T.to(y2.dtype))
+        return y
 
-    for module in (lora_ops, punica_cpu):  # punica_cpu imported the names; lora_ops' sgmv_* look them up there
-        module.bgmv_shrink, module.bgmv_expand, module.bgmv_expand_slice = bgmv_shrink, bgmv_expand, bgmv_expand_slice
+    PunicaWrapperCPU.update_metadata, PunicaWrapperCPU.add_lora_linear = update_metadata, add_lora_linear
+    LoRAModelManager.activate_adapter = activate_adapter
 
 
 class ServedLLM:

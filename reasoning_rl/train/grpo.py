@@ -146,7 +146,8 @@ class GrpoTrainer(GRPOTrainer):
         self.autocast_lora = autocast_lora
         self.dynamic_sampling_rounds = dynamic_sampling_rounds
         cpu_vllm = kwargs["args"].use_vllm and not torch.cuda.is_available()
-        rank = kwargs["model"].peft_config["default"].r if cpu_vllm else 0
+        model = kwargs["model"]
+        rank = model.peft_config[model.active_adapter].r if cpu_vllm else 0
         with _colocated_vllm_on_cpu(kwargs["args"].seed, rank) if cpu_vllm else contextlib.nullcontext():
             super().__init__(*args, **kwargs)
         if cpu_vllm:
