@@ -6,8 +6,10 @@ Run: python -m benchmarks.bench_grpo_phases [--engine transformers] [--no-shared
 Runs `train_grpo` (the stage's function) with the tuned settings from params.yaml (the defaults of the flags
 below), except the knobs given here, with a GrpoTrainer subclass that times TRL's `_generate_single_turn`
 (sampling one step's completions, and pushing the new weights into vLLM first), `compute_loss` (the policy's
-forward and the log-probs) and the backward. Prints, per step: those seconds, TRL's step_time, what remains
-(rewards, advantages, bookkeeping) and the mean completion length.
+forward and the log-probs), the backward, and the no-grad forward that scores the sampled completions under
+the trainer's weights (TRL's `old_per_token_logps`: with vLLM, for the importance-sampling correction), each
+summed over the step's gradient-accumulation micro-batches. Prints, per optimizer step: those seconds, TRL's
+step_time, what remains (rewards, advantages, bookkeeping) and the mean completion length.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import torch
 
 from reasoning_rl import paths
 from reasoning_rl.config import load_params
@@ -40,28 +44,33 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     cfg = replace(params.grpo, max_steps=args.steps, max_completion_length=args.max_completion_length,
-                  per_device_train_batch_size=16, num_generations=4, learning_rate=3e-5, temperature=0.9,
                   warmup_steps=0, logging_steps=1, save_steps=10_000, shared_prefix=args.shared_prefix,
                   training_attention=args.training_attention, autocast_lora=args.autocast_lora)
-    times: dict[str, list[float]] = {"sampling": [], "loss forward": [], "backward": []}
+    # seconds per phase and optimizer step: a step runs gradient_accumulation_steps forwards and backwards
+    times: dict[str, dict[int, float]] = {"sampling": {}, "old log-probs": {}, "loss forward": {}, "backward": {}}
 
-    def timed(key: str, call):
+    def timed(key: str, step: int, call):
         start = time.perf_counter()
         try:
             return call()
         finally:
-            times[key].append(time.perf_counter() - start)
+            times[key][step] = times[key].get(step, 0.0) + time.perf_counter() - start
 
     class Timed(GrpoTrainer):
         def _generate_single_turn(self, *a, **k):
-            return timed("sampling", lambda: super(Timed, self)._generate_single_turn(*a, **k))
+            return timed("sampling", self.state.global_step,
+                         lambda: super(Timed, self)._generate_single_turn(*a, **k))
+
+        def _get_per_token_logps_and_entropies(self, *a, **k):
+            call = lambda: super(Timed, self)._get_per_token_logps_and_entropies(*a, **k)  # noqa: E731
+            return call() if torch.is_grad_enabled() else timed("old log-probs", self.state.global_step, call)
 
         def compute_loss(self, *a, **k):
-            return timed("loss forward", lambda: super(Timed, self).compute_loss(*a, **k))
+            return timed("loss forward", self.state.global_step, lambda: super(Timed, self).compute_loss(*a, **k))
 
         def training_step(self, *a, **k):
-            backward = self.accelerator.backward
-            self.accelerator.backward = lambda loss, **kw: timed("backward", lambda: backward(loss, **kw))
+            backward, step = self.accelerator.backward, self.state.global_step
+            self.accelerator.backward = lambda loss, **kw: timed("backward", step, lambda: backward(loss, **kw))
             try:
                 return super().training_step(*a, **k)
             finally:
@@ -75,11 +84,12 @@ def main(argv: list[str] | None = None) -> None:
     steps = [h for h in history.history if "step_time" in h]
     print(f"engine: {args.engine}; training attention {args.training_attention or 'sdpa'}; "
           f"shared prefix: {args.shared_prefix}, autocast LoRA: {args.autocast_lora}")
-    print("| step | sampling s | loss forward s | backward s | step s | rest s | mean completion tokens |\n"
-          "|---|---|---|---|---|---|---|")
-    for i, (gen, fwd, bwd, h) in enumerate(zip(*times.values(), steps, strict=False), 1):
-        print(f"| {i} | {gen:.1f} | {fwd:.1f} | {bwd:.1f} | {h['step_time']:.1f} | "
-              f"{h['step_time'] - gen - fwd - bwd:.1f} | {h['completions/mean_length']:.0f} |")
+    print("| step | sampling s | old log-probs s | loss forward s | backward s | step s | rest s | "
+          "mean completion tokens |\n|---|---|---|---|---|---|---|---|")
+    for i, h in enumerate(steps, 1):
+        gen, old, fwd, bwd = (times[key].get(i - 1, 0.0) for key in times)
+        print(f"| {i} | {gen:.1f} | {old:.1f} | {fwd:.1f} | {bwd:.1f} | {h['step_time']:.1f} | "
+              f"{h['step_time'] - gen - old - fwd - bwd:.1f} | {h['completions/mean_length']:.0f} |")
 
 
 if __name__ == "__main__":

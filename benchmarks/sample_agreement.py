@@ -5,7 +5,7 @@ transformers sampling. This separates the sampler from the training dynamics: no
 the GRPO stage's first train prompts, `--samples` completions each at the recipe's temperature (untruncated:
 top_k 0, top_p 1) and `max_completion_length`, scored by the recipe's reward functions. Five arms:
   - vllm_lora: the vLLM engine serving the adapter unmerged (what GRPO's vLLM sampling sees now, served_lora.py);
-  - vllm_lora_stock_ops: the same with vLLM's own CPU LoRA ops instead of served_lora's one-adapter path (speed);
+  - vllm_lora_stock_ops: the same with vLLM's own CPU LoRA code instead of served_lora's one-adapter path (speed);
   - vllm_merged: the vLLM engine with the adapter merged into its bf16 weights (what it saw before);
   - hf_merged: transformers' generate on the same merged bf16 weights (separates engine from merge);
   - hf_peft: transformers' generate on the unmerged PEFT model (what TRL's transformers sampling sees).
@@ -58,28 +58,10 @@ def sample(arm: str, model: str, dtype: str, seed: int, adapter: Path, prompts: 
 
         engine.reload_weights(generator._llm, merged_model(model, dtype, adapter).state_dict().items())
     try:
-        with vllm_stock_lora_ops() if arm == "vllm_lora_stock_ops" else contextlib.nullcontext():
+        with served_lora.vllm_own_lora_path() if arm == "vllm_lora_stock_ops" else contextlib.nullcontext():
             return generator.sampled(k, temperature, 64, arm)
     finally:
         generator.close()
-
-
-@contextlib.contextmanager
-def vllm_stock_lora_ops():
-    """vLLM's own CPU LoRA ops in place of served_lora's one-adapter path, for as long as the block runs."""
-    from vllm.lora.ops.torch_ops import lora_ops
-    from vllm.lora.punica_wrapper import punica_cpu
-
-    ours = {name: getattr(lora_ops, name) for name in served_lora.VLLM_OPS}
-    for module in (lora_ops, punica_cpu):
-        for name, op in served_lora.VLLM_OPS.items():
-            setattr(module, name, op)
-    try:
-        yield
-    finally:
-        for module in (lora_ops, punica_cpu):
-            for name, op in ours.items():
-                setattr(module, name, op)
 
 
 def z_test(a: int, n_a: int, b: int, n_b: int) -> float:

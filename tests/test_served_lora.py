@@ -25,12 +25,18 @@ def wrapper(mapping: tuple[int, ...], prefill: bool):
     return w
 
 
-def lora_linear_both(mapping: tuple[int, ...], prefill: bool):
-    """(y, ours, vLLM's): add_lora_linear on copies of one bf16 output y, with random stacked A and B per slice."""
+def lora_linear_inputs():
+    """(y, x, A per slice, B per slice): a bf16 layer output, its input, and random stacked adapter matrices."""
     torch.manual_seed(0)
     x, y = torch.randn(TOKENS, D_IN, dtype=torch.bfloat16), torch.randn(TOKENS, sum(SLICES), dtype=torch.bfloat16)
     a = tuple(torch.randn(SLOTS, 1, RANK, D_IN, dtype=torch.bfloat16) / 8 for _ in SLICES)
     b = tuple(torch.randn(SLOTS, 1, size, RANK, dtype=torch.bfloat16) / 4 for size in SLICES)
+    return y, x, a, b
+
+
+def lora_linear_both(mapping: tuple[int, ...], prefill: bool):
+    """(y, ours, vLLM's): add_lora_linear on copies of one bf16 output y, with random stacked A and B per slice."""
+    y, x, a, b = lora_linear_inputs()
     w = wrapper(mapping, prefill)
     ours, theirs = y.clone(), y.clone()
     w.add_lora_linear(ours, x, a, b, 1.0, SLICES)
@@ -83,3 +89,15 @@ def test_an_adapter_above_the_engines_rank_is_refused_naming_it(tmp_path):
     (tmp_path / "adapter_config.json").write_text('{"r": 32}')
     with pytest.raises(engine.EngineError, match="rank 32"):
         served_lora.ServedLLM(llm=None, rank=16).serve(tmp_path)
+
+
+@vllm_only
+def test_vllms_own_path_is_back_inside_the_block_and_ours_after_it():
+    _, ours, theirs = lora_linear_both((2,) * TOKENS, prefill=False)
+    y, x, a, b = lora_linear_inputs()
+    w = wrapper((2,) * TOKENS, prefill=False)
+    inside, after = y.clone(), y.clone()
+    with served_lora.vllm_own_lora_path():
+        w.add_lora_linear(inside, x, a, b, 1.0, SLICES)
+    w.add_lora_linear(after, x, a, b, 1.0, SLICES)
+    assert torch.equal(inside, theirs) and torch.equal(after, ours) and not torch.equal(ours, theirs)
