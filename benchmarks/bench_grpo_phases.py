@@ -1,13 +1,14 @@
 """Where a GRPO step's time goes on CPU: sampling (with the weight sync), the loss forward and the backward.
 
 Run: python -m benchmarks.bench_grpo_phases [--engine transformers] [--no-shared-prefix] [--no-autocast-lora]
-     [--training-attention sdpa] [--steps 3]
+     [--training-attention sdpa] [--no-is-ratio-from-loss-forward] [--steps 3]
 
 Runs `train_grpo` (the stage's function) with the tuned settings from params.yaml (the defaults of the flags
 below), except the knobs given here, with a GrpoTrainer subclass that times TRL's `_generate_single_turn`
 (sampling one step's completions, and pushing the new weights into vLLM first), `compute_loss` (the policy's
 forward and the log-probs), the backward, and the no-grad forward that scores the sampled completions under
-the trainer's weights (TRL's `old_per_token_logps`: with vLLM, for the importance-sampling correction), each
+the trainer's weights (TRL's `old_per_token_logps`: with vLLM, for the importance-sampling correction; none
+with grpo.is_ratio_from_loss_forward, where the ratio comes from the loss forward), each
 summed over the step's gradient-accumulation micro-batches. Prints, per optimizer step: those seconds, TRL's
 step_time, what remains (rewards, advantages, bookkeeping) and the mean completion length.
 """
@@ -40,12 +41,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--training-attention", default=params.grpo.training_attention)
     parser.add_argument("--autocast-lora", action=argparse.BooleanOptionalAction, default=params.grpo.autocast_lora,
                         help="no fp32 upcast of LoRA inputs under autocast (grpo.autocast_lora)")
+    parser.add_argument("--is-ratio-from-loss-forward", action=argparse.BooleanOptionalAction,
+                        default=params.grpo.is_ratio_from_loss_forward,
+                        help="vLLM: TRL's importance ratio from the loss forward (grpo.is_ratio_from_loss_forward)")
     parser.add_argument("--adapter", default=str(paths.adapter_dir("sft")))
     args = parser.parse_args(argv)
 
     cfg = replace(params.grpo, max_steps=args.steps, max_completion_length=args.max_completion_length,
                   warmup_steps=0, logging_steps=1, save_steps=10_000, shared_prefix=args.shared_prefix,
-                  training_attention=args.training_attention, autocast_lora=args.autocast_lora)
+                  training_attention=args.training_attention, autocast_lora=args.autocast_lora,
+                  is_ratio_from_loss_forward=args.is_ratio_from_loss_forward)
     # seconds per phase and optimizer step: a step runs gradient_accumulation_steps forwards and backwards
     times: dict[str, dict[int, float]] = {"sampling": {}, "old log-probs": {}, "loss forward": {}, "backward": {}}
 
@@ -83,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
                                 trainer_class=Timed)
     steps = [h for h in history.history if "step_time" in h]
     print(f"engine: {args.engine}; training attention {args.training_attention or 'sdpa'}; "
-          f"shared prefix: {args.shared_prefix}, autocast LoRA: {args.autocast_lora}")
+          f"shared prefix: {args.shared_prefix}, autocast LoRA: {args.autocast_lora}, "
+          f"importance ratio from the loss forward: {args.is_ratio_from_loss_forward}")
     print("| step | sampling s | old log-probs s | loss forward s | backward s | step s | rest s | "
           "mean completion tokens |\n|---|---|---|---|---|---|---|---|")
     for i, h in enumerate(steps, 1):

@@ -287,6 +287,10 @@ class GrpoConfig:
         dynamic_sampling_rounds (int, 0): DAPO's dynamic sampling: up to this many extra sampling rounds per step
             replace groups whose rewards all tie (no learning signal) with groups from fresh prompts whose rewards
             differ (train/dynamic_sampling.py); 0 = off. Each round costs generation and a no-grad forward.
+        is_ratio_from_loss_forward (bool, True): with the vLLM engine and on-policy steps (num_iterations 1, one
+            sampling per optimizer step), form TRL's engine/trainer importance ratio from the loss forward's
+            log-probs instead of TRL 1.13's extra no-grad forward over every sampled batch: the same weights, so
+            the same log-probs, one forward fewer per step (TRL issue #5412; docs/engine.md). False = TRL's way.
     """
 
     max_steps: int = 100
@@ -321,6 +325,7 @@ class GrpoConfig:
     vllm_mode: str = "colocate"
     vllm_gpu_memory_utilization: float = 0.3
     dynamic_sampling_rounds: int = 0
+    is_ratio_from_loss_forward: bool = True
 
     def __post_init__(self) -> None:
         _positive(

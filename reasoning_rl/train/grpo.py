@@ -5,6 +5,11 @@ engine lives in the training process and gets the policy after every optimizer s
 are replaced: the engine starts in eager mode with LoRA serving on (`_colocated_vllm_on_cpu`), and the sync
 serves the policy's current adapter unmerged (`_serve_policy_cpu`) instead of merging it into the bf16 weights,
 which rounds most of a GRPO update away (served_lora.py). docs/engine.md has the why of each.
+
+With vLLM sampling TRL weights the loss by the trainer/engine probability ratio, and TRL 1.13 scores every
+sampled completion in an extra no-grad forward to form it. When each step trains on completions sampled from
+its own weights (on-policy), that forward repeats the loss forward's log-probs; `is_ratio_from_loss_forward`
+takes the ratio from the loss forward instead (TRL issue #5412, PR #5413 open upstream).
 """
 
 from __future__ import annotations
@@ -12,11 +17,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import nanmax, nanmin
 
 from reasoning_rl.config import GRPO_RECIPE_FIELDS, GrpoConfig
 from reasoning_rl.model import attention, engine, served_lora
@@ -125,6 +132,7 @@ def train_grpo(
         shared_prefix=plain and cfg.shared_prefix,
         autocast_lora=plain and cfg.autocast_lora and bf16,  # only autocast makes bf16 LoRA matmuls valid
         dynamic_sampling_rounds=cfg.dynamic_sampling_rounds,
+        is_ratio_from_loss_forward=cfg.is_ratio_from_loss_forward,
     )
     history = HistoryCallback(trainer)
     trainer.add_callback(history)
@@ -137,14 +145,17 @@ class GrpoTrainer(GRPOTrainer):
 
     shared_prefix: the training forward runs each group's prompt once (same logits and gradients).
     autocast_lora: no fp32 upcast of LoRA inputs that autocast casts straight back to bf16.
+    is_ratio_from_loss_forward: with vLLM sampling on-policy, TRL's importance ratio from the loss forward's
+    log-probs, not from an extra no-grad forward over the batch (`_ratio_from_loss_forward`).
     docs/scaling.md has what each one saves; benchmarks/bench_grpo_cpu.py measures them.
     """
 
     def __init__(self, *args, shared_prefix: bool = False, autocast_lora: bool = False,
-                 dynamic_sampling_rounds: int = 0, **kwargs):
+                 dynamic_sampling_rounds: int = 0, is_ratio_from_loss_forward: bool = False, **kwargs):
         self.shared_prefix = shared_prefix
         self.autocast_lora = autocast_lora
         self.dynamic_sampling_rounds = dynamic_sampling_rounds
+        self.is_ratio_from_loss_forward = is_ratio_from_loss_forward
         cpu_vllm = kwargs["args"].use_vllm and not torch.cuda.is_available()
         model = kwargs["model"]
         rank = model.peft_config[model.active_adapter].r if cpu_vllm else 0
@@ -168,7 +179,7 @@ class GrpoTrainer(GRPOTrainer):
         TRL's sampling metrics (reward, frac_reward_zero_std, ...) stay those of the step's own batch, comparable
         with a run without refilling; `dynamic_sampling/*` says what the extra rounds did.
         """
-        batch = super()._generate_and_score_completions(inputs)
+        batch = self._trl_generate_and_score(inputs)
         if not self.dynamic_sampling_rounds or not self.model.training:
             return batch
         if self.accelerator.num_processes > 1:
@@ -182,7 +193,7 @@ class GrpoTrainer(GRPOTrainer):
                                                    step * self.dynamic_sampling_rounds + round_)
             rows = [dict(self.train_dataset[i]) for i in picks for _ in range(g)]
             lengths = {key: len(values) for key, values in metrics.items()}
-            more = super(GrpoTrainer, self)._generate_and_score_completions(rows)
+            more = self._trl_generate_and_score(rows)
             for key, values in metrics.items():  # the extra rounds' sampling metrics are not the step's
                 del values[lengths.get(key, 0):]
             return more
@@ -193,6 +204,83 @@ class GrpoTrainer(GRPOTrainer):
         metrics["dynamic_sampling/extra_groups"].append(stats.extra_groups)
         metrics["dynamic_sampling/frac_tied_trained"].append(stats.tied_after / n_groups)
         return batch
+
+    def _ratio_from_loss_forward(self) -> bool:
+        """Whether the vLLM importance ratio is formed in the loss forward: asked for, vLLM sampling with the
+        correction on, and on-policy (TRL's own test: every sampled batch is trained on before the next optimizer
+        step, so the loss forward runs with the weights that sampled it). Liger's fused loss needs it earlier."""
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        return (self.is_ratio_from_loss_forward and self.use_vllm and self.vllm_importance_sampling_correction
+                and self.args.gradient_accumulation_steps % generate_every == 0 and not self.use_liger_kernel)
+
+    def _trl_generate_and_score(self, inputs):
+        """TRL's sampling and scoring; when the ratio comes from the loss forward, without TRL's scoring forward.
+
+        With the correction off for the call, TRL skips that forward and leaves `old_per_token_logps` out (it is
+        on-policy: the loss uses its own log-probs, detached), and keeps the engine's `sampling_per_token_logps`.
+        """
+        if not self._ratio_from_loss_forward():
+            return super()._generate_and_score_completions(inputs)
+        self.vllm_importance_sampling_correction = False
+        try:
+            return super()._generate_and_score_completions(inputs)
+        finally:
+            self.vllm_importance_sampling_correction = True
+
+    def _compute_loss(self, model, inputs):
+        """TRL's loss; when the ratio comes from the loss forward, formed right after that forward, as TRL forms it
+        from its scoring forward (same weights, so the same log-probs up to kernel rounding)."""
+        if "importance_sampling_ratio" in inputs or not self._ratio_from_loss_forward():
+            return super()._compute_loss(model, inputs)
+        inputs = dict(inputs)  # TRL's buffered batch stays as it was
+        forward = self._get_per_token_logps_and_entropies
+
+        def forward_and_ratio(*args, **kwargs):
+            logps, entropies, aux_loss = forward(*args, **kwargs)
+            inputs["importance_sampling_ratio"] = self._vllm_is_ratio(logps.detach(), inputs)
+            return logps, entropies, aux_loss
+
+        self._get_per_token_logps_and_entropies = forward_and_ratio  # TRL's first call in _compute_loss
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            del self._get_per_token_logps_and_entropies
+
+    def _vllm_is_ratio(self, trainer_logps: torch.Tensor, inputs: dict) -> torch.Tensor:
+        """TRL 1.13's vLLM importance ratio and its `sampling/*` metrics (grpo_trainer.py, "Compute the importance
+        sampling ratio"), from the trainer's log-probs of the sampled tokens. The metrics are logged per
+        micro-batch, TRL's once per sampled batch."""
+        mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
+        sampling = inputs.get("sampling_per_token_logps")
+        if sampling is None:  # the engine gave no log-probs: no correction
+            return torch.ones_like(trainer_logps)
+        diff = torch.nan_to_num((trainer_logps - sampling) * mask, nan=0.0)  # NaN: vLLM could not score the token
+        sequence_level = self.vllm_importance_sampling_mode in ("sequence_mask", "sequence_truncate")
+        ratio = torch.exp(diff.sum(dim=-1, keepdim=True) if sequence_level else diff)
+        low, high = self.vllm_importance_sampling_clip_min, self.vllm_importance_sampling_clip_max
+        if self.vllm_importance_sampling_mode in ("sequence_truncate", "token_truncate"):
+            ratio = torch.clamp(ratio, min=low, max=high)
+        elif self.vllm_importance_sampling_mode in ("sequence_mask", "token_mask"):
+            low, high = -math.inf if low is None else low, math.inf if high is None else high
+            ratio = ratio.masked_fill((ratio < low) | (ratio > high), 0.0)
+        else:
+            raise ValueError(f"unknown vllm_importance_sampling_mode {self.vllm_importance_sampling_mode!r}")
+
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        gather = self.accelerator.gather
+        delta = (trainer_logps - sampling).abs()
+        delta = delta[mask.bool() & ~torch.isnan(delta)]
+        zero = torch.tensor(0.0, device=trainer_logps.device)
+        metrics["sampling/sampling_logp_difference/mean"].append(
+            gather(delta.mean() if delta.numel() else zero).mean().item())
+        metrics["sampling/sampling_logp_difference/max"].append(
+            gather(delta.max() if delta.numel() else zero).max().item())
+        flat = ratio.flatten() if sequence_level else ratio[mask.bool()]
+        for name, local, across in (("min", torch.min, nanmin), ("mean", torch.mean, torch.nanmean),
+                                    ("max", torch.max, nanmax)):
+            value = gather(local(flat) if flat.numel() else zero)
+            metrics[f"sampling/importance_sampling_ratio/{name}"].append(across(value).item())
+        return ratio
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         """TRL's loss; with autocast_lora, PEFT does not upcast the LoRA inputs to fp32 (autocast runs bf16)."""
