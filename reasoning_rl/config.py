@@ -290,7 +290,8 @@ class GrpoConfig:
         is_ratio_from_loss_forward (bool, True): with the vLLM engine and on-policy steps (num_iterations 1, one
             sampling per optimizer step), form TRL's engine/trainer importance ratio from the loss forward's
             log-probs instead of TRL 1.13's extra no-grad forward over every sampled batch: the same weights, so
-            the same log-probs, one forward fewer per step (TRL issue #5412; docs/engine.md). False = TRL's way.
+            the same log-probs, one forward fewer per step (TRL issue #5412; docs/engine.md). Plain backend only
+            (Unsloth computes its own loss); false = TRL's way.
     """
 
     max_steps: int = 100

@@ -132,7 +132,7 @@ def train_grpo(
         shared_prefix=plain and cfg.shared_prefix,
         autocast_lora=plain and cfg.autocast_lora and bf16,  # only autocast makes bf16 LoRA matmuls valid
         dynamic_sampling_rounds=cfg.dynamic_sampling_rounds,
-        is_ratio_from_loss_forward=cfg.is_ratio_from_loss_forward,
+        is_ratio_from_loss_forward=plain and cfg.is_ratio_from_loss_forward,  # Unsloth has its own loss
     )
     history = HistoryCallback(trainer)
     trainer.add_callback(history)
