@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from reasoning_rl import paths
+from reasoning_rl import memory, paths
 from reasoning_rl.config import load_params
 from reasoning_rl.eval.generation import ModelGenerator
 from reasoning_rl.files import write_json
@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--note", default="", help="stored with the result (e.g. whether the CPU was idle)")
     parser.add_argument("--out", default=str(paths.REPORTS / "engine_speed.json"))
     args = parser.parse_args()
+    memory.retain_freed_memory()  # as the stages do (reasoning_rl/memory.py)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     params = load_params(Path("params.yaml"))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from reasoning_rl import paths
+from reasoning_rl import memory, paths
 from reasoning_rl.config import load_params
 from reasoning_rl.eval.generation import generate_vllm
 from reasoning_rl.files import write_json
@@ -56,7 +56,11 @@ def main() -> None:
     parser.add_argument("--max-num-seqs", default="256,512", help="comma list, one engine each, in this order")
     parser.add_argument("--note", default="", help="stored with the result (e.g. whether the CPU was idle)")
     parser.add_argument("--out", default=str(paths.REPORTS / "eval_seqs.json"))
+    parser.add_argument("--retain-freed-memory", action=argparse.BooleanOptionalAction, default=True,
+                        help="glibc keeps freed memory for reuse, as the stages do (reasoning_rl/memory.py)")
     args = parser.parse_args()
+    if args.retain_freed_memory:
+        memory.retain_freed_memory()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     params = load_params(paths.params_file())
     prompts = [e.prompt() for e in load_gsm8k(params.prepare.data_dir, "test")[: args.questions]]

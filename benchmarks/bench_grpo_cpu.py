@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from reasoning_rl import paths
+from reasoning_rl import memory, paths
 from reasoning_rl.config import GrpoConfig, load_params
 from reasoning_rl.files import write_json
 from reasoning_rl.model.engine import close_vllm
@@ -66,19 +66,26 @@ VARIANTS = {
 }
 
 
-def run_variant(name: str, args: argparse.Namespace, rows: list[dict]) -> dict:
-    spec = VARIANTS[name]
-    cfg = GrpoConfig(
+def protocol_config(name: str, args: argparse.Namespace) -> GrpoConfig:
+    """The protocol's GRPO settings for variant `name`: one micro-batch of `prompts_per_step x generations`
+    completions per optimizer step (set here, not taken from GrpoConfig's defaults, which split a step in two)."""
+    return GrpoConfig(
         max_steps=args.steps,
         learning_rate=3e-5,
         num_generations=args.generations,
         per_device_train_batch_size=args.prompts_per_step * args.generations,
+        gradient_accumulation_steps=1,
         max_completion_length=args.max_completion_length,
         temperature=0.9,
         warmup_steps=0,
         logging_steps=1,
-        **spec["grpo"],
+        **VARIANTS[name]["grpo"],
     )
+
+
+def run_variant(name: str, args: argparse.Namespace, rows: list[dict]) -> dict:
+    spec = VARIANTS[name]
+    cfg = protocol_config(name, args)
     torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -91,7 +98,7 @@ def run_variant(name: str, args: argparse.Namespace, rows: list[dict]) -> dict:
             close_vllm(trainer.vllm_generation.llm)
     steps = [h for h in history.history if "reward" in h]
     runtime = next(h["train_runtime"] for h in history.history if "train_runtime" in h)
-    batch = cfg.per_device_train_batch_size
+    batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps  # completions per step
     tokens = sum(h["completions/mean_length"] * batch for h in steps)
 
     def mean(key: str) -> float:
@@ -103,6 +110,7 @@ def run_variant(name: str, args: argparse.Namespace, rows: list[dict]) -> dict:
         "engine": spec["engine"],
         "grpo": {k: getattr(cfg, k) for k in spec["grpo"]},
         "steps": trainer.state.global_step,
+        "completions_per_step": batch,
         "train_runtime_s": round(runtime, 1),
         "wall_with_loading_s": round(wall, 1),
         "seconds_per_step": round(runtime / trainer.state.global_step, 2),
@@ -185,6 +193,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(paths.REPORTS / "bench_grpo_cpu.json"))
     parser.add_argument("--note", default="", help="stored with the result (e.g. whether the CPU was idle)")
     args = parser.parse_args()
+    memory.retain_freed_memory()  # as the stages do (reasoning_rl/memory.py)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

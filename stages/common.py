@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from reasoning_rl import memory
 from reasoning_rl.model.engine import EngineError
 from reasoning_rl.model.loading import ModelNotAvailableError
 from reasoning_rl.ops.registry import AliasNotFoundError
@@ -30,11 +31,13 @@ def timed(metrics: dict) -> Iterator[None]:
 
 
 def run(main: Callable[[], None]) -> None:
-    """Run a stage's main(); expected failures exit 1 with one clear line, not a traceback.
+    """Run a stage's main(), glibc keeping freed memory for reuse (reasoning_rl/memory.py); expected failures exit
+    1 with one clear line, not a traceback.
 
     Expected: bad data, tracking faults, unsafe weights, a registry alias with nothing behind it, a generation
     engine that is missing, died or hung.
     """
+    memory.retain_freed_memory()  # large tensors reuse freed memory instead of page-faulting in anew
     try:
         main()
     except (DataError, TrackingError, ModelNotAvailableError, AliasNotFoundError, EngineError) as err:

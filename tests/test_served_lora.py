@@ -66,6 +66,36 @@ def test_a_step_without_adapter_leaves_the_output_alone():
     assert not torch.equal(theirs, y)  # vLLM's torch op reads index -1 as the last slot: it adds that adapter
 
 
+VOCAB = 100
+
+
+def lora_logits_both(mapping: tuple[int, ...]):
+    """(y, ours, vLLM's): add_lora_logits on copies of bf16 logits y (one row per sampled sequence), with random
+    stacked A [slots, 1, rank, hidden] and B [slots, 1, vocab, rank], as vLLM's LogitsProcessorWithLoRA holds them."""
+    torch.manual_seed(1)
+    x, y = torch.randn(TOKENS, D_IN, dtype=torch.bfloat16), torch.randn(TOKENS, VOCAB, dtype=torch.bfloat16)
+    a = torch.randn(SLOTS, 1, RANK, D_IN, dtype=torch.bfloat16) / 8
+    b = torch.randn(SLOTS, 1, VOCAB, RANK, dtype=torch.bfloat16) / 4
+    w = wrapper(mapping, prefill=False)
+    ours, theirs = y.clone(), y.clone()
+    w.add_lora_logits(ours, x, a, b, 0.5)
+    served_lora.VLLM_OPS["add_lora_logits"](w, theirs, x, a, b, 0.5)
+    return y, ours, theirs
+
+
+@vllm_only
+def test_one_adapter_lora_logits_equal_vllms_within_bf16_rounding():
+    y, ours, theirs = lora_logits_both((2,) * TOKENS)
+    assert not torch.equal(theirs, y)  # the LM head's adapter moved the logits
+    torch.testing.assert_close(ours, theirs, rtol=1.6e-2, atol=1e-2)
+
+
+@vllm_only
+def test_lora_logits_with_several_adapters_run_vllms_own_code():
+    _, ours, theirs = lora_logits_both((1, 2) * (TOKENS // 2))
+    assert torch.equal(ours, theirs)
+
+
 def test_one_adapter_is_found_only_when_every_token_uses_it():
     assert served_lora._one_adapter(torch.tensor([3, 3, 3])) == 3
     assert served_lora._one_adapter(torch.tensor([3, 0, 3])) is None
