@@ -4,8 +4,9 @@ glibc's malloc serves every request above its mmap threshold (32 MB at most) wit
 free, so each large tensor is paged in again, one zero-filled page fault per 4 KB, at its first touch. A GRPO step
 makes many: SmolLM2's fp32 logits for 16 completions of 160 tokens are [16, 160, 49152], 503 MB, and the log-softmax,
 its backward and the entropy make more of that size. Measured on this project's 2-core VM
-(`python -m benchmarks.bench_grpo_phases`, docs/engine.md): 0.7-0.9 million page faults per step, and with freed memory
-kept, a few hundred; the backward went from 11.0 to 4.6 s and the step from 25.8 to 18.4 s.
+(`python -m benchmarks.bench_grpo_phases`, reports/grpo_phases_retain_memory.txt): 0.3-1.1 million page faults per
+SmolLM2 step and ~4 million per Qwen step by default, a few hundred with freed memory kept; the step went from 25.5
+to 20.1 s (SmolLM2) and from 68.5 to 48.3 s (Qwen).
 
 PyTorch's CPU tuning guides get the same effect by preloading jemalloc or tcmalloc; this sets glibc's own knobs
 (`mallopt`) at run time, so nothing else has to be installed. The price: the process keeps its peak heap (the memory is
