@@ -7,7 +7,8 @@ adapter on the same first `--prompts` train rows with the same seed, so they sam
 same order. Variants alternate (A B, then B A in the next round) so a noisy shared CPU hurts both alike.
 Per variant: seconds per optimizer step (trainer's train_runtime / steps, model loading excluded),
 generated tokens per second (completion tokens / train_runtime) and mean reward per step.
-Writes reports/bench_grpo_cpu.json and prints a markdown table.
+Writes reports/bench_grpo_cpu.json and prints a markdown table. It also runs on a CUDA GPU (the variants with
+transformers sampling where vLLM is not installed) and then records `torch.cuda.max_memory_allocated` per run.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def run_variant(name: str, args: argparse.Namespace, rows: list[dict]) -> dict:
     spec = VARIANTS[name]
     cfg = protocol_config(name, args)
     torch.manual_seed(args.seed)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         trainer, history = train_grpo(
@@ -121,6 +124,8 @@ def run_variant(name: str, args: argparse.Namespace, rows: list[dict]) -> dict:
         "mean_reward": round(mean("reward"), 4),
         "mean_format_reward": round(mean("rewards/format/mean"), 4),
         "mean_correctness_reward": round(mean("rewards/correctness/mean"), 4),
+        **({"max_memory_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
+           if torch.cuda.is_available() else {}),
     }
 
 
@@ -221,6 +226,7 @@ def main() -> None:
         "variants": {n: {"dtype": VARIANTS[n]["dtype"], **VARIANTS[n]["grpo"]} for n in names},
         "machine": {
             "cpu_count": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "python": platform.python_version(),
