@@ -32,6 +32,7 @@ from reasoning_rl.task.rewards import get_reward_funcs
 from reasoning_rl.train import dynamic_sampling, shared_prefix
 from reasoning_rl.train.callbacks import HistoryCallback
 from reasoning_rl.train.checkpoints import checkpointing_args, train_resuming
+from reasoning_rl.train.trim import TrimFreedMemoryCallback
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ def train_grpo(
     )
     history = HistoryCallback(trainer)
     trainer.add_callback(history)
+    trainer.add_callback(TrimFreedMemoryCallback())  # kept memory fragments over 100 steps (train/trim.py)
     train_resuming(trainer, output_dir)
     return trainer, history
 
