@@ -113,6 +113,7 @@ def test_wilson_interval_is_exact_at_no_and_all_successes():
     accuracy minus the bound, went negative at 0 of 150 with a bound of 1.7e-18)."""
     assert all(wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0 for n in range(1, 2000))
 
+
 # ---- McNemar -----------------------------------------------------------------------------------------------
 
 
