@@ -7,7 +7,7 @@ cached beside the adapter under runs/ablation/. Per variant the row holds valida
 frac_reward_zero_std, per step) and seconds per step.
 
     python -m benchmarks.ablate_recipe --model embedded:Qwen2.5-Coder-0.5B-Instruct \\
-        --variant "default:" --variant "lr1e-5:grpo.learning_rate=1e-5" --out reports/ablation_val.json
+        --variant "default:" --variant "lr1e-5:grpo.learning_rate=1e-5" --out benchmarks/results/ablation_val.json
 
 Runs are written under runs/ablation/ (git-ignored). Keep the CPU otherwise idle: the seconds are reported.
 """
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks import RESULTS
 from reasoning_rl import paths
 from reasoning_rl.config import SECTIONS, Params, load_params, params_from_dict
 from reasoning_rl.files import write_json
@@ -175,7 +176,7 @@ def main() -> None:
     ap.add_argument("--model", help="base.model for every variant (default: the params file's)")
     ap.add_argument("--variant", action="append", required=True, help="name:section.key=value,... (repeatable)")
     ap.add_argument("--val-questions", type=int, default=200, help="first N validation questions")
-    ap.add_argument("--out", default="reports/ablation_val.json")
+    ap.add_argument("--out", default=str(RESULTS / "ablation_val.json"))
     args = ap.parse_args()
 
     from reasoning_rl.task.gsm8k import read_records

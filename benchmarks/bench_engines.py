@@ -3,7 +3,7 @@ evaluate stage's workload and for GRPO's sampling.
 
 Run: python -m benchmarks.bench_engines                       # all of it (about 75 min on 2 idle cores)
      python -m benchmarks.bench_engines --grpo-steps 0        # evaluation only
-Writes reports/engine_speed.json and prints two markdown tables.
+Writes benchmarks/results/engine_speed.json and prints two markdown tables.
 
 Evaluation: each model's base weights answer the first N GSM8K test questions greedily with the evaluate stage's
 settings from params.yaml (batch size, max_new_tokens), once per engine, through the stage's own
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import RESULTS
 from reasoning_rl import memory, paths
 from reasoning_rl.config import load_params
 from reasoning_rl.eval.generation import ModelGenerator
@@ -35,7 +36,7 @@ from reasoning_rl.task.gsm8k import load_gsm8k
 
 GRPO_VARIANTS = ("trl_defaults", "tuned_transformers_sampling", "tuned")
 # TRL's defaults (fp32, checkpointing, SDPA) measured with the same protocol in an earlier run, quoted when
-# --grpo-variants leaves them out (it takes ~20 min): reports/bench_grpo_cpu_tuned_v5.json, idle CPU.
+# --grpo-variants leaves them out (it takes ~20 min): benchmarks/results/bench_grpo_cpu_tuned_v5.json, idle CPU.
 EARLIER_TRL_DEFAULTS_S_PER_STEP = 61.4
 
 
@@ -74,7 +75,7 @@ def main() -> None:
                         help="SmolLM2-135M SFT adapter the GRPO variants start from (default: the sft stage's, "
                              "which is SmolLM2's only under the smoke profile)")
     parser.add_argument("--note", default="", help="stored with the result (e.g. whether the CPU was idle)")
-    parser.add_argument("--out", default=str(paths.REPORTS / "engine_speed.json"))
+    parser.add_argument("--out", default=str(RESULTS / "engine_speed.json"))
     args = parser.parse_args()
     memory.retain_freed_memory()  # as the stages do (reasoning_rl/memory.py)
     logging.basicConfig(level=logging.WARNING)
@@ -110,7 +111,7 @@ def main() -> None:
             "settings": {k: v for k, v in vars(grpo_args).items()},
             "s_per_step": {r["variant"]: r["seconds_per_step"] for r in runs},
             **({} if "trl_defaults" in names else {"trl_defaults_earlier_run": {
-                "s_per_step": EARLIER_TRL_DEFAULTS_S_PER_STEP, "source": "reports/bench_grpo_cpu_tuned_v5.json",
+                "s_per_step": EARLIER_TRL_DEFAULTS_S_PER_STEP, "source": str(RESULTS / "bench_grpo_cpu_tuned_v5.json"),
                 "speedup_of_tuned_vllm": round(EARLIER_TRL_DEFAULTS_S_PER_STEP / tuned_vllm["seconds_per_step"], 2)}}),
             "vllm_vs_transformers_sampling": {
                 "speedup": round(tuned_tf["seconds_per_step"] / tuned_vllm["seconds_per_step"], 2),

@@ -7,7 +7,7 @@ adapter on the same first `--prompts` train rows with the same seed, so they sam
 same order. Variants alternate (A B, then B A in the next round) so a noisy shared CPU hurts both alike.
 Per variant: seconds per optimizer step (trainer's train_runtime / steps, model loading excluded),
 generated tokens per second (completion tokens / train_runtime) and mean reward per step.
-Writes reports/bench_grpo_cpu.json and prints a markdown table. It also runs on a CUDA GPU (the variants with
+Writes benchmarks/results/bench_grpo_cpu.json and prints a markdown table. It also runs on a CUDA GPU (the variants with
 transformers sampling where vLLM is not installed) and then records `torch.cuda.max_memory_allocated` per run.
 """
 
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import RESULTS
 from reasoning_rl import memory, paths
 from reasoning_rl.config import GrpoConfig, load_params
 from reasoning_rl.files import write_json
@@ -195,7 +196,7 @@ def main() -> None:
     parser.add_argument("--model", default="embedded:SmolLM2-135M-Instruct")
     parser.add_argument("--adapter", default=str(paths.adapter_dir("sft")), help="SFT adapter to start from")
     parser.add_argument("--train", default=str(paths.TRAIN), help="prepared train.jsonl")
-    parser.add_argument("--out", default=str(paths.REPORTS / "bench_grpo_cpu.json"))
+    parser.add_argument("--out", default=str(RESULTS / "bench_grpo_cpu.json"))
     parser.add_argument("--note", default="", help="stored with the result (e.g. whether the CPU was idle)")
     args = parser.parse_args()
     memory.retain_freed_memory()  # as the stages do (reasoning_rl/memory.py)

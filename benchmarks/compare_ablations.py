@@ -4,7 +4,8 @@
 compared here against one reference variant (the default recipe) on the same validation questions: McNemar's
 exact p on strict and flexible accuracy, per question.
 
-    python -m benchmarks.compare_ablations reports/ablation_val_served_g8.json reports/ablation_val_kl.json \\
+    python -m benchmarks.compare_ablations benchmarks/results/ablation_val_served_g8.json \\
+        benchmarks/results/ablation_val_kl.json \\
         --against served_masked_20steps
 """
 

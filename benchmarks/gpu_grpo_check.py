@@ -7,7 +7,7 @@ settings run: the smoke profile's (48 new tokens) and params.yaml's recipe on th
 4 prompts x 4 completions per step), each for `--grpo-steps` steps; the first step (CUDA warm-up) is left out of
 seconds per step.
 
-    python -m benchmarks.gpu_grpo_check --train data/prepared/train.jsonl --out reports/gpu_grpo_check.json
+    python -m benchmarks.gpu_grpo_check --train data/prepared/train.jsonl --out benchmarks/results/gpu_grpo_check.json
 
 It needs torch with CUDA, transformers, peft, accelerate, trl 1.13, datasets, gguf and math-verify; without a GPU it
 stops at once.
@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import RESULTS
 from reasoning_rl import paths
 from reasoning_rl.config import Params, load_params
 
@@ -70,7 +71,7 @@ def main() -> None:
     ap.add_argument("--recipe", default=str(paths.params_file()), help="params file whose GRPO recipe runs second")
     ap.add_argument("--train", default=str(paths.TRAIN), help="prepared train rows (the prepare stage's output)")
     ap.add_argument("--grpo-steps", type=int, default=8)
-    ap.add_argument("--out", default="reports/gpu_grpo_check.json")
+    ap.add_argument("--out", default=str(RESULTS / "gpu_grpo_check.json"))
     args = ap.parse_args()
 
     import torch

@@ -13,7 +13,7 @@ which the stage deletes as it ends) on the first 200 validation questions with t
 settings, and writes per step strict and flexible accuracy (Wilson 95 %), format rate, mean tokens and McNemar
 exact p against SFT (and against `--compare-step`), plus a plot:
 
-    python -m benchmarks.grpo_curve evaluate --out reports/grpo_curve_val.json --plot docs/img/grpo_curve.png
+    python -m benchmarks.grpo_curve evaluate --out benchmarks/results/grpo_curve_val.json --plot docs/img/grpo_curve.png
 
 Scores are cached beside each adapter (as benchmarks/ablate_recipe.py does). Keep the CPU otherwise idle.
 """
@@ -27,6 +27,7 @@ import shutil
 import time
 from pathlib import Path
 
+from benchmarks import RESULTS
 from reasoning_rl import paths
 from reasoning_rl.config import load_params
 from reasoning_rl.files import write_json
@@ -175,7 +176,7 @@ def main() -> None:
                    help="the grpo stage's adapter, scored as its last step (metrics/grpo.json's steps)")
     e.add_argument("--val-questions", type=int, default=200, help="first N validation questions")
     e.add_argument("--compare-step", type=int, default=40, help="also McNemar each checkpoint against this one")
-    e.add_argument("--out", default="reports/grpo_curve_val.json")
+    e.add_argument("--out", default=str(RESULTS / "grpo_curve_val.json"))
     e.add_argument("--plot", help="write the curve as a PNG here")
     args = ap.parse_args()
     if args.command == "watch":

@@ -3,7 +3,7 @@
 Samples G completions (temperature 1.0, short) from the SFT model (models/sft/adapter merged in) when it
 exists, else from the base SmolLM2-135M-Instruct; scores them with the project's rewards (format +
 correctness); prints a table of each completion (shortened), its rewards, the group mean and std, its
-advantage and the direction its tokens are pushed; saves the same as Markdown (reports/advantages.md).
+advantage and the direction its tokens are pushed; saves the same as Markdown (benchmarks/results/advantages.md).
 A group whose rewards are all equal gets zero advantage everywhere, and the note says why it teaches nothing.
 
 With --max-prompts N > 1, prompts --index, --index+1, ... are sampled until a group has a learning signal
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--adapter", type=Path, default=ROOT / adapter_dir("sft"))
     parser.add_argument("--no-scale", action="store_true", help="Dr. GRPO advantages: r - mean, no std")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "advantages.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "advantages.md")
     args = parser.parse_args()
 
     import torch

@@ -23,7 +23,7 @@ lengths, fixed rewards). Three algorithms:
 stages turn it off for speed); its results are stored under their own key, so running the script with and
 without it fills both.
 
-Results: printed, merged into metrics/memory.json (summary) and reports/memory_grpo_vs_ppo.json (all
+Results: printed, merged into metrics/memory.json (summary) and benchmarks/results/memory_grpo_vs_ppo.json (all
 numbers), and logged to MLflow (experiment "reasoning-rl", run "grpo-vs-ppo-memory"; MLFLOW_TRACKING_URI,
 default sqlite:///<project root>/mlflow.db).
 
@@ -424,7 +424,8 @@ def main() -> None:
     print_table(runs, summary, mode)
 
     command = ("python teaching/grpo_vs_ppo_memory.py " + " ".join(sys.argv[1:])).strip()
-    metrics_path, report_path = ROOT / "metrics" / "memory.json", ROOT / "reports" / "memory_grpo_vs_ppo.json"
+    metrics_path = ROOT / "metrics" / "memory.json"
+    report_path = ROOT / "benchmarks" / "results" / "memory_grpo_vs_ppo.json"
     merge_json(metrics_path, mode, summary)
     merge_json(report_path, mode, {"command": command, "summary": summary, "runs": runs})
     print(f"wrote {mode} results into {metrics_path.relative_to(ROOT)} and {report_path.relative_to(ROOT)}")

@@ -4,7 +4,7 @@ Starts from the SFT adapter (models/sft/adapter, merged into the base) when it e
 model; trains a fresh LoRA on top (or every weight with --full). Each step samples G completions for each of
 a few GSM8K training prompts, scores them (format + correctness), and takes one clipped policy-gradient step.
 A handful of steps cannot move the rewards measurably; the point is to watch the loop run end to end.
-The step log is also written to reports/mini_grpo_train.json.
+The step log is also written to benchmarks/results/mini_grpo_train.json.
 
 Usage:
     python teaching/mini_grpo_train.py [--steps 3] [--prompts-per-step 2] [--num-generations 4]
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--adapter", type=Path, default=ROOT / adapter_dir("sft"))
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "mini_grpo_train.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mini_grpo_train.json")
     args = parser.parse_args()
 
     import torch
