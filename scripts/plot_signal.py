@@ -1,7 +1,8 @@
 """GRPO's learning signal per step, runs side by side: the share of groups whose rewards all tie (TRL's
 frac_reward_zero_std: zero advantages, nothing to learn) and the mean correctness reward.
 
-    python -m scripts.plot_signal benchmarks/results/grpo_history_smollm2_ce106dc.json=SmolLM2-135M \\
+    git show ce106dc:metrics/grpo_history.json > runs/grpo_history_ce106dc.json   # a committed past run
+    python -m scripts.plot_signal runs/grpo_history_ce106dc.json=SmolLM2-135M \\
         metrics/grpo_history.json=Qwen2.5-Coder-0.5B --out docs/img/signal.png
 
 Each argument is a GRPO history file (metrics/grpo_history.json of a run) with an optional `=label`.
