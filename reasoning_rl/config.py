@@ -261,8 +261,9 @@ class GrpoConfig:
         mask_truncated_completions (bool, True): DAPO's overlong filtering: a completion cut at
             max_completion_length still counts in its group's rewards but adds nothing to the loss, so GRPO is
             not pushed to shorten every answer (validation ablation in docs/results.md).
-        trl (dict, {}): any other `trl.GRPOConfig` option, passed through (e.g. `top_p: 0.95`). Unknown names are
-            an error; options the project sets itself (TRL_MANAGED) and the fields above are refused here.
+        trl (dict, {}): any other `trl.GRPOConfig` option, passed through (e.g. `max_grad_norm: 0.5`). Unknown
+            names are an error; options the project sets itself (TRL_MANAGED) and the fields above are refused
+            here, and so is truncated sampling (top_p < 1, top_k > 0, min_p > 0; `_refuse_truncated_sampling`).
 
     This project's knobs:
         save_steps (int, 10): checkpoint every N steps (train/checkpoints.py); a rerun after a crash resumes from
@@ -284,9 +285,6 @@ class GrpoConfig:
             "server" (`trl vllm-serve` on its own GPU, docs/scaling.md).
         vllm_gpu_memory_utilization (float, 0.3): GPU share vLLM may take when colocated on a GPU (on a CPU the
             KV cache is sized by $VLLM_CPU_KVCACHE_SPACE instead, model/engine.py).
-        dynamic_sampling_rounds (int, 0): DAPO's dynamic sampling: up to this many extra sampling rounds per step
-            replace groups whose rewards all tie (no learning signal) with groups from fresh prompts whose rewards
-            differ (train/dynamic_sampling.py); 0 = off. Each round costs generation and a no-grad forward.
         is_ratio_from_loss_forward (bool, True): with the vLLM engine and on-policy steps (num_iterations 1, one
             sampling per optimizer step), form TRL's engine/trainer importance ratio from the loss forward's
             log-probs instead of TRL 1.13's extra no-grad forward over every sampled batch: the same weights, so
@@ -325,7 +323,6 @@ class GrpoConfig:
     shared_prefix: bool = True
     vllm_mode: str = "colocate"
     vllm_gpu_memory_utilization: float = 0.3
-    dynamic_sampling_rounds: int = 0
     is_ratio_from_loss_forward: bool = True
 
     def __post_init__(self) -> None:
@@ -344,8 +341,6 @@ class GrpoConfig:
         )
         if self.warmup_steps < 0:
             raise ValueError(f"grpo.warmup_steps ({self.warmup_steps}) must be >= 0")
-        if self.dynamic_sampling_rounds < 0:
-            raise ValueError(f"grpo.dynamic_sampling_rounds ({self.dynamic_sampling_rounds}) must be >= 0 (0 = off)")
         if self.num_generations < 2:
             raise ValueError(
                 f"grpo.num_generations ({self.num_generations}) must be >= 2: a group of one has no relative advantage"
@@ -407,6 +402,24 @@ def _check_trl_options(options: dict) -> None:
             raise ValueError(f"grpo.trl.{key}: set it as grpo.{key} (a recipe field of its own)")
         if key in TRL_MANAGED:
             raise ValueError(f"grpo.trl.{key} is set by the project (base.*, base.engine, checkpoints), not here")
+    _refuse_truncated_sampling(options)
+    if isinstance(options.get("generation_kwargs"), dict):
+        _refuse_truncated_sampling(options["generation_kwargs"], "grpo.trl.generation_kwargs")
+
+
+def _refuse_truncated_sampling(options: dict, where: str = "grpo.trl") -> None:
+    """Refuse top_p < 1, top_k > 0 and min_p > 0. With the vLLM engine TRL 1.13 weights the loss by the trainer's
+    log-probs (full vocabulary) over the engine's (`processed_logprobs`: renormalised over the tokens that
+    survived truncation), so every token's ratio is off by the kept probability mass (TRL issue #6789, open).
+    Refused on either engine: which one runs is known only when the stage starts (base.engine: auto)."""
+    untruncated = {"top_p": (None, 1, 1.0), "top_k": (None, 0, -1), "min_p": (None, 0, 0.0)}
+    for key, neutral in untruncated.items():
+        if key in options and options[key] not in neutral:
+            raise ValueError(
+                f"{where}.{key} ({options[key]!r}) truncates sampling: TRL's vLLM importance ratio would compare "
+                "the engine's log-probs over the kept tokens with the trainer's over the whole vocabulary and "
+                "scale every token's weight by the kept mass (TRL issue #6789); sample untruncated"
+            )
 
 
 def _trl_version() -> str:

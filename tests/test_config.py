@@ -45,7 +45,27 @@ def test_grpo_trl_options_bad_key_is_named(options, message):
 
 
 def test_grpo_trl_options_pass_through():
-    assert params_from_dict({"grpo": {"trl": {"top_p": 0.95}}}).grpo.trl == {"top_p": 0.95}
+    assert params_from_dict({"grpo": {"trl": {"max_grad_norm": 0.5}}}).grpo.trl == {"max_grad_norm": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"top_p": 0.95}, r"grpo.trl.top_p \(0.95\) truncates sampling: .*TRL issue #6789"),
+        ({"top_k": 50}, r"grpo.trl.top_k \(50\) truncates sampling"),
+        ({"min_p": 0.05}, r"grpo.trl.min_p \(0.05\) truncates sampling"),
+        ({"generation_kwargs": {"top_p": 0.9}}, r"grpo.trl.generation_kwargs.top_p \(0.9\) truncates sampling"),
+    ],
+)
+def test_grpo_trl_truncated_sampling_is_refused(options, message):
+    """The engine's log-probs would be of the truncated distribution, the trainer's of the whole one."""
+    with pytest.raises(ValueError, match=message):
+        params_from_dict({"grpo": {"trl": options}})
+
+
+@pytest.mark.parametrize("options", [{"top_p": 1.0}, {"top_k": 0}, {"top_k": -1}, {"min_p": 0.0}, {"min_p": None}])
+def test_grpo_trl_untruncated_sampling_values_pass(options):
+    assert params_from_dict({"grpo": {"trl": options}}).grpo.trl == options
 
 
 @pytest.mark.parametrize("path", ["params.yaml", "profiles/smoke.yaml"])

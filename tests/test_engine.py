@@ -63,20 +63,6 @@ def test_engine_call_nested_keeps_the_outer_deadline():
             time.sleep(5)
 
 
-def test_merged_weights_equal_peft_merge_and_leave_the_policy_alone():
-    from tiny_models import tiny_lora_policy
-
-    from reasoning_rl.train.lora import merged_weights
-
-    policy = tiny_lora_policy()
-    before = {k: v.clone() for k, v in policy.state_dict().items()}
-    ours = dict(merged_weights(policy))
-    assert all(torch.equal(v, before[k]) for k, v in policy.state_dict().items())  # untouched
-    reference = policy.merge_and_unload().state_dict()
-    assert set(ours) == set(reference)
-    assert max((ours[k] - reference[k]).abs().max().item() for k in ours) < 1e-5
-
-
 # --- vLLM's CPU build against transformers, on real GSM8K prompts ------------------------------------------------
 
 N_PROMPTS = 24  # first GSM8K test questions
@@ -106,10 +92,10 @@ def llm(smollm):
     engine.close_vllm(started.llm)
 
 
-def hf_model(name: str, adapter=None):
-    from reasoning_rl.model.loading import merged_model
+def hf_model(name: str, dtype: str = "bfloat16"):
+    from reasoning_rl.model.loading import load_model
 
-    return merged_model(name, "bfloat16", adapter).eval()
+    return load_model(name, dtype).model.eval()
 
 
 def prompt_ids(tokenizer, prompt) -> list[int]:
@@ -162,10 +148,8 @@ def test_vllm_greedy_agrees_with_transformers_greedy(llm, smollm):
     that every divergence is such a near-tie: a wrong kernel, weight or template would diverge at tokens the
     reference model clearly rejects. Plus a floor on identical completions.
     """
-    from reasoning_rl.model.loading import merged_model
-
     name, _, tokenizer, prompts = smollm
-    reference = merged_model(name, "float32").eval()
+    reference = hf_model(name, "float32")
     found = [greedy_divergence(llm, reference, prompt_ids(tokenizer, p), MAX_TOKENS, tokenizer.eos_token_id)
              for p in prompts[:16]]
     gaps = [d[1] for d in found if d is not None]
@@ -210,7 +194,7 @@ def test_weight_sync_after_an_optimizer_step(llm, smollm, sync):
     """After optimizer steps on the LoRA policy, the synced engine scores a fixed completion as the policy does;
     without the sync (the negative control) the same check fails: the engine still serves the old policy.
 
-    The sync is GRPO's (`grpo._serve_policy_cpu`): the policy's adapter served unmerged."""
+    The sync is GRPO's (`vllm_cpu_colocate._serve_policy_cpu`): the policy's adapter served unmerged."""
     from peft import get_peft_model
 
     from reasoning_rl.train.lora import lora_config

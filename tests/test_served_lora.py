@@ -120,14 +120,3 @@ def test_an_adapter_above_the_engines_rank_is_refused_naming_it(tmp_path):
     with pytest.raises(engine.EngineError, match="rank 32"):
         served_lora.ServedLLM(llm=None, rank=16).serve(tmp_path)
 
-
-@vllm_only
-def test_vllms_own_path_is_back_inside_the_block_and_ours_after_it():
-    _, ours, theirs = lora_linear_both((2,) * TOKENS, prefill=False)
-    y, x, a, b = lora_linear_inputs()
-    w = wrapper((2,) * TOKENS, prefill=False)
-    inside, after = y.clone(), y.clone()
-    with served_lora.vllm_own_lora_path():
-        w.add_lora_linear(inside, x, a, b, 1.0, SLICES)
-    w.add_lora_linear(after, x, a, b, 1.0, SLICES)
-    assert torch.equal(inside, theirs) and torch.equal(after, ours) and not torch.equal(ours, theirs)

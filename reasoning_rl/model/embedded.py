@@ -22,11 +22,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from reasoning_rl.model.loading import ModelNotAvailableError
-
 log = logging.getLogger(__name__)
 
-PREFIX = "embedded:"
+PREFIX = "embedded:"  # base.model: embedded:<name>
+
+
+class ModelNotAvailableError(RuntimeError):
+    """Neither the requested hub model nor the embedded GGUF can be had."""
+
 # SmolLM2-Instruct's own chat template (ChatML), copied from HuggingFaceTB/SmolLM2-135M-Instruct's
 # tokenizer_config.json: its GGUF carries none.
 SMOLLM2_CHAT_TEMPLATE = (

@@ -3,7 +3,7 @@
 
 One engine generates for evaluation and for GRPO's sampling. On a CPU it runs in the calling process
 (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so no `__main__` guard is needed and it can serve each new LoRA adapter
-(served_lora.py) or take new weights in place; `enforce_eager` starts it in seconds instead of compiling for two minutes
+(served_lora.py); `enforce_eager` starts it in seconds instead of compiling for two minutes
 (../shared/notes/vllm-cpu.md has the measurements behind each setting).
 """
 
@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -70,7 +70,7 @@ def configure_cpu_env(kv_cache_gib: int = 4) -> None:
     """
     if torch.cuda.is_available():
         return
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: weights reloadable, no spawn
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: no spawn, no `__main__` guard
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
     # A CPU list: the value "all" fails inside vLLM with `invalid literal for int()`.
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
@@ -115,19 +115,6 @@ def _in_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def reload_weights(llm, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
-    """Replace the engine's weights in place (checkpoint names, e.g. `model.layers.0.self_attn.q_proj.weight`).
-
-    On the CPU build `model.load_weights` cannot be used: linear layers are repacked at load time and their
-    parameters left empty. The worker's own `reload_weights` re-runs the loading and repacking. Send every
-    tensor: fused projections (qkv, gate_up) are rebuilt from all their parts, and a tied LM head needs
-    `lm_head.weight` as well as the embeddings.
-    """
-    worker = llm.llm_engine.model_executor.driver_worker.worker
-    worker.reload_weights(weights_iterator=iter(weights))
-    llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
 
 
 def start_vllm(model_path: str | Path, dtype: torch.dtype, seed: int, max_model_len: int, max_num_seqs: int = 256,

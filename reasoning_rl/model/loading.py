@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 
 from reasoning_rl.model import attention
+from reasoning_rl.model.embedded import PREFIX as EMBEDDED_PREFIX
+from reasoning_rl.model.embedded import ModelNotAvailableError, prepare_embedded
 
 log = logging.getLogger(__name__)
 
@@ -20,13 +22,7 @@ log = logging.getLogger(__name__)
 # whose flash kernel dominates single-token steps (docs/evaluation.md).
 DECODE_ATTENTION = "eager"
 
-
-EMBEDDED_PREFIX = "embedded:"  # base.model: embedded:<name>, a model installed from PyPI wheels (model/embedded.py)
-EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"  # the small one: tests, the smoke profile, the demo's default
-
-
-class ModelNotAvailableError(RuntimeError):
-    """Neither the requested hub model nor the embedded GGUF can be had."""
+EMBEDDED_MODEL = EMBEDDED_PREFIX + "SmolLM2-135M-Instruct"  # the small one: tests, the smoke profile, the demo
 
 
 class UnsafeWeightsError(ModelNotAvailableError):
@@ -57,8 +53,6 @@ class BackendUnavailableError(RuntimeError):
 def resolve_model_path(model: str) -> str:
     """Turn `base.model` into something `from_pretrained` accepts: a local folder or a hub id."""
     if model.startswith(EMBEDDED_PREFIX):
-        from reasoning_rl.model.embedded import prepare_embedded
-
         return str(prepare_embedded(model))
     return model
 
@@ -253,8 +247,3 @@ def _load_unsloth_policy(
         )
     return LoadedModel(net, load_tokenizer(model), path)
 
-
-def merged_model(model: str, dtype: str = "auto", adapter: str | Path | None = None) -> torch.nn.Module:
-    """The base weights with `adapter` merged in (PEFT's merge_and_unload), or the base weights alone."""
-    loaded = load_model(model, dtype, adapter=adapter)
-    return loaded.model.merge_and_unload() if adapter is not None else loaded.model

@@ -15,7 +15,6 @@ token of a model step uses one adapter, and leaves any other step to vLLM's own 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import tempfile
@@ -143,22 +142,6 @@ def install_single_adapter_ops() -> None:
     PunicaWrapperCPU.update_metadata, PunicaWrapperCPU.add_lora_linear = update_metadata, add_lora_linear
     PunicaWrapperCPU.add_lora_logits = add_lora_logits
     LoRAModelManager.activate_adapter = activate_adapter
-
-
-@contextlib.contextmanager
-def vllm_own_lora_path():
-    """vLLM's own CPU LoRA code in place of the one-adapter path while the block runs (benchmarks compare them)."""
-    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
-
-    if not VLLM_OPS:
-        raise RuntimeError("the one-adapter path is not installed (served_lora.engine_kwargs installs it)")
-    ours = PunicaWrapperCPU.add_lora_linear, PunicaWrapperCPU.add_lora_logits
-    PunicaWrapperCPU.add_lora_linear, PunicaWrapperCPU.add_lora_logits = (VLLM_OPS["add_lora_linear"],
-                                                                        VLLM_OPS["add_lora_logits"])
-    try:
-        yield
-    finally:
-        PunicaWrapperCPU.add_lora_linear, PunicaWrapperCPU.add_lora_logits = ours
 
 
 class ServedLLM:

@@ -1,4 +1,4 @@
-"""A Trainer callback that keeps every numeric log entry and forwards it to MLflow at checkpoint boundaries."""
+"""Trainer callbacks: each numeric log entry kept and sent to MLflow at checkpoint boundaries; kept memory capped."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from reasoning_rl.memory import trim_freed_memory_above
 from reasoning_rl.task.rewards import completion_text
 
 
@@ -95,6 +96,13 @@ class HistoryCallback(TrainerCallback):
             rows[f"reward_{name}"] = list(values)[-n:]
         log_table(rows, artifact_file=f"completions/step_{step:05d}.json")
 
+
+
+class TrimFreedMemoryCallback(TrainerCallback):
+    """After each optimizer step, `memory.trim_freed_memory_above()`: a cap on the memory glibc keeps for reuse."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        trim_freed_memory_above()
 
 def summarize_history(history: list[dict[str, float]], keys: list[str], window: int = 5) -> dict[str, float]:
     """First/last-window means of selected keys (e.g. loss, rewards) for the stage's metrics file."""

@@ -9,6 +9,8 @@ shared-prefix training; here it is built on transformers' own KV cache, so any c
 works and no attention kernel changes.
 
 Positions follow the full-row forward TRL runs (0..P+C-1 over the padded row), so logits match it exactly.
+`SharedPrefixForward` puts it in place of TRL's private `_get_per_token_logps_and_entropies` (pinned in
+tests/test_private_api.py); no upstream TRL issue or PR found for shared-prefix training.
 """
 
 from __future__ import annotations
@@ -87,3 +89,44 @@ def completion_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch
 
 def _net(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class SharedPrefixForward:
+    """Mixin for trl.GRPOTrainer: with `shared_prefix` on, its per-token log-probs from `completion_logits`."""
+
+    shared_prefix = False
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                           batch_size=None, compute_entropy=False, compute_aux_loss=False,
+                                           **multimodal):
+        """TRL's per-token log-probs (and entropies), each group's prompt forwarded once.
+
+        Single process only: under DDP or DeepSpeed the wrapped model's own forward runs (TRL's path).
+        """
+        wrapped = self.accelerator.unwrap_model(model) is not model  # DDP/DeepSpeed: keep their forward
+        if (not self.shared_prefix or wrapped or compute_aux_loss
+                or any(v is not None for v in multimodal.values())):
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+                compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **multimodal)
+        from trl.trainer.utils import entropy_from_logits, selective_log_softmax
+
+        batch_size = batch_size or input_ids.size(0)  # TRL's memory chunking, kept
+        all_logps, all_entropies = [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            ids, mask = input_ids[start:start + batch_size], attention_mask[start:start + batch_size]
+            with self.accelerator.autocast():  # what accelerate wraps the model's forward in (bf16=True)
+                logits = completion_logits(model, ids, mask, logits_to_keep, self.temperature)
+            if logits is None:  # no prompt repeats in this chunk: the full-row forward, as TRL does it
+                logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=logits_to_keep + 1,
+                               use_cache=False).logits[:, :-1, :] / self.temperature
+            # from here on, TRL's own steps
+            all_logps.append(selective_log_softmax(logits, ids[:, -logits_to_keep:]))  # [rows, kept]
+            if compute_entropy:
+                if self._entropy_bonus_enabled:
+                    all_entropies.append(entropy_from_logits(logits))
+                else:
+                    with torch.no_grad():
+                        all_entropies.append(entropy_from_logits(logits))
+        entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
+        return torch.cat(all_logps, dim=0), entropies, None
