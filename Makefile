@@ -31,7 +31,8 @@ repro:  ## the default profile under DVC
 	. .venv/bin/activate && dvc repro
 
 smoke:  ## the smoke profile, stage by stage, without touching params.yaml or dvc.lock
-	for s in prepare sft grpo evaluate; do REASONING_RL_PARAMS=profiles/smoke.yaml $(PY) -m stages.$$s || exit 1; done
+	for s in prepare sft grpo "evaluate base" "evaluate sft" "evaluate grpo" report; do \
+		REASONING_RL_PARAMS=profiles/smoke.yaml $(PY) -m stages.$$s || exit 1; done
 
 flow:  ## the pipeline as a Prefect flow (one task per DVC stage); ephemeral Prefect API unless PREFECT_API_URL is set
 	$(PY) -m flows.pipeline run
@@ -39,8 +40,8 @@ flow:  ## the pipeline as a Prefect flow (one task per DVC stage); ephemeral Pre
 serve:  ## the pipeline on a cron schedule (03:00 UTC); a long-running process, runs show in the Prefect UI
 	$(PY) -m flows.pipeline serve --cron "0 3 * * *"
 
-report:  ## re-render reports/report.html from the evaluate stage's outputs (the stage writes it too)
-	$(PY) -m scripts.report
+report:  ## the report stage alone: paired tests, eval table and reports/report.html from the evaluate outputs
+	$(PY) -m stages.report
 
 compare:  ## table of evaluated pipeline runs in MLflow, best GRPO marked (add ARGS=--register to set @champion)
 	$(PY) -m scripts.compare_runs $(ARGS)

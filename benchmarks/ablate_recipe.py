@@ -69,7 +69,7 @@ def digest(*objs) -> str:
                                      default=str).encode()).hexdigest()[:10]
 
 
-def val_generator(params: Params, val: list[dict]):
+def val_generator(params: Params, val: list[dict], k: int, temperature: float):
     """The generator for the validation questions `val` (base.model, evaluate.max_new_tokens), the file name its
     scores are cached under beside each adapter, and the base model's cache file."""
     from reasoning_rl.eval.generation import ModelGenerator
@@ -78,13 +78,17 @@ def val_generator(params: Params, val: list[dict]):
 
     gen = ModelGenerator(params.base.model, params.base.dtype, params.base.seed, resolve_engine(params.base.engine),
                          [build_prompt(r["question"]) for r in val], max_new_tokens=params.evaluate.max_new_tokens)
-    tag = f"val{len(val)}-{params.evaluate.max_new_tokens}tok.json"  # the scores depend on these, not on the variant
+    # the scores depend on these, not on the variant
+    tag = f"val{len(val)}-{params.evaluate.max_new_tokens}tok-k{k}-t{temperature}.json"
     base_dir = ROOT / f"base-{hashlib.sha256(params.base.model.encode()).hexdigest()[:10]}"
     return gen, tag, base_dir / tag
 
 
-def evaluate(gen, adapter: Path | None, golds: list[str], desc: str, cache: Path) -> dict:
-    """Greedy validation scores of `adapter` (None = the base model), kept in `cache` for later invocations."""
+def evaluate(gen, adapter: Path | None, golds: list[str], desc: str, cache: Path, k: int,
+             temperature: float) -> dict:
+    """Validation scores of `adapter` (None = the base model), kept in `cache` for later invocations: greedy, and
+    for an adapter the sampled protocol (k samples at `temperature`; docs/evaluation.md)."""
+    from reasoning_rl.eval.paired import sampled_shares
     from reasoning_rl.eval.scoring import score, summarize
 
     if cache.exists():
@@ -94,18 +98,31 @@ def evaluate(gen, adapter: Path | None, golds: list[str], desc: str, cache: Path
     rows = score(generations, golds)
     result = summarize(rows, seconds) | {"correct": [r["correct"] for r in rows],
                                           "correct_flexible": [r["correct_flexible"] for r in rows]}
+    if adapter is not None and k:
+        per_question, seconds = gen.sampled(k, temperature, 64, f"{desc} x{k}")
+        shares = sampled_shares([[g.text for g in q] for q in per_question], golds)
+        tokens = sum(g.num_tokens for q in per_question for g in q)
+        result |= {"k": k, "temperature": temperature,
+                   "sampled_strict": shares["strict"], "sampled_flexible": shares["flexible"],
+                   "pass1_strict": sum(shares["strict"]) / len(golds),
+                   "pass1_flexible": sum(shares["flexible"]) / len(golds),
+                   "sampled_tokens_per_second": tokens / seconds if seconds else 0.0,
+                   "sampled_mean_tokens": tokens / (k * len(golds))}
     write_json(cache, result)
     return result
 
 
 def paired(a: dict, b: dict) -> dict:
-    """McNemar exact p and b - a, strict and flexible, on the same questions."""
+    """b − a on the same questions: greedy (McNemar exact p) and sampled pass@1 (sign-flip p, bootstrap CI)."""
     from reasoning_rl.eval.metrics import mcnemar
+    from reasoning_rl.eval.paired import paired_delta
 
     out = {}
     for kind, key in (("strict", "correct"), ("flexible", "correct_flexible")):
         test = mcnemar(a[key], b[key])
         out[kind] = {"delta": (sum(b[key]) - sum(a[key])) / len(a[key]), "p": test.p_exact}
+        if f"sampled_{kind}" in a and f"sampled_{kind}" in b:
+            out[f"sampled_{kind}"] = paired_delta(a[f"sampled_{kind}"], b[f"sampled_{kind}"], k=b["k"]).as_dict()
     return out
 
 
@@ -197,13 +214,15 @@ def main() -> None:
         grpo, run = grpo_adapter(p, train, sft)
         trained.append((name, p, ov, sft, sft_seconds, grpo, run))
 
-    gen, tag, base_cache = val_generator(params, val)
-    cache: dict[Path | None, dict] = {None: evaluate(gen, None, golds, "base", base_cache)}
+    k = params.evaluate.samples_k if args.k is None else args.k
+    temperature = params.evaluate.temperature if args.temperature is None else args.temperature
+    gen, tag, base_cache = val_generator(params, val, k, temperature)
+    cache: dict[Path | None, dict] = {None: evaluate(gen, None, golds, "base", base_cache, k, temperature)}
     rows = []
     for name, _p, ov, sft, sft_seconds, grpo, run in trained:
         for adapter, desc in ((sft, f"{name} sft"), (grpo, f"{name} grpo")):
             if adapter not in cache:
-                cache[adapter] = evaluate(gen, adapter, golds, desc, adapter.parent / tag)
+                cache[adapter] = evaluate(gen, adapter, golds, desc, adapter.parent / tag, k, temperature)
         no_signal = [x for x in run["no_signal_per_step"] if x is not None]
         rows.append({
             "variant": name, "overrides": ov, "sft_seconds": round(sft_seconds, 1),
@@ -217,7 +236,8 @@ def main() -> None:
         })
     gen.close()
     out = {"command": "python -m benchmarks.ablate_recipe " + " ".join(f"--variant '{v}'" for v in args.variant)
-           + (f" --model {args.model}" if args.model else "") + f" --val-questions {args.val_questions}",
+           + (f" --model {args.model}" if args.model else "") + f" --val-questions {args.val_questions}"
+           + f" --k {k} --temperature {temperature}",
            "split": f"validation (first {len(val)} of data/prepared/val.jsonl)", "model": params.base.model,
            "base": cache[None], "variants": rows}
     write_json(Path(args.out), out)
@@ -225,16 +245,21 @@ def main() -> None:
 
 
 def table(result: dict) -> str:
+    """The validation table: sampled pass@1 (strict, flexible) of SFT and GRPO, the paired delta, greedy beside."""
     b = result["base"]
-    lines = ["| variant | SFT strict | SFT flexible | GRPO strict | GRPO flexible | GRPO format | SFT->GRPO strict p "
-             "| no-signal groups | s/step |", "|---|---|---|---|---|---|---|---|---|",
-             f"| base (no training) | {b['accuracy']:.1%} | {b['flexible_accuracy']:.1%} | | | | | | |"]
+    lines = ["| variant | SFT pass@1 strict | GRPO pass@1 strict | delta strict [95 % CI] | p | delta flexible "
+             "| GRPO greedy strict | GRPO format | no-signal groups | s/step |", "|---" * 10 + "|",
+             f"| base (greedy only) | | | | | | {b['accuracy']:.1%} | {b['format_rate']:.1%} | | |"]
     for r in result["variants"]:
-        s, g = r["val"]["sft"], r["val"]["grpo"]
+        s, g, pair = r["val"]["sft"], r["val"]["grpo"], r["val_sft_vs_grpo"]
         ns = "" if r["grpo_no_signal_mean"] is None else f"{r['grpo_no_signal_mean']:.0%}"
-        lines.append(f"| {r['variant']} | {s['accuracy']:.1%} | {s['flexible_accuracy']:.1%} | {g['accuracy']:.1%} "
-                     f"| {g['flexible_accuracy']:.1%} | {g['format_rate']:.1%} "
-                     f"| {r['val_sft_vs_grpo']['strict']['p']:.2g} | {ns} "
+        if "sampled_strict" in pair:
+            st, fl = pair["sampled_strict"], pair["sampled_flexible"]
+            sampled = (f"{s['pass1_strict']:.1%} | {g['pass1_strict']:.1%} | {st['delta']:+.1%} "
+                       f"[{st['ci_low']:+.1%}, {st['ci_high']:+.1%}] | {st['p']:.2g} | {fl['delta']:+.1%}")
+        else:
+            sampled = " | | | | "
+        lines.append(f"| {r['variant']} | {sampled} | {g['accuracy']:.1%} | {g['format_rate']:.1%} | {ns} "
                      f"| {r['grpo_seconds_per_step']} |")
     return "\n".join(lines)
 

@@ -5,6 +5,8 @@ On a schedule: python -m flows.pipeline serve --cron "0 3 * * *"   (keeps runnin
 
 DVC stays in charge of caching and dvc.lock: each task is `dvc repro --single-item <stage>`, so a flow run and
 a plain `dvc repro` share one cache and one lock, and an unchanged stage is skipped by DVC, not by Prefect.
+The registered champion (evaluate.models with `champion`) is evaluated outside DVC, before the report, by
+`python -m stages.evaluate champion`: its adapter comes from the MLflow registry, not from a DVC output.
 Params are applied the DVC way (a profile file and/or `--set` overrides in DVC's own `-S` grammar, written to
 params.yaml, which is what DVC hashes) and params.yaml is restored byte for byte when the flow ends, even on
 failure (`dvc exp run -S` leaves it changed). dvc.lock then records what produced the outputs, so a later
@@ -48,7 +50,9 @@ from reasoning_rl.ops.tracking import (
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("prepare", "sft", "grpo", "evaluate")
+EVALUATE = ("evaluate@base", "evaluate@sft", "evaluate@grpo")  # dvc.yaml's foreach stage, one per model
+CHAMPION = "evaluate@champion"  # not a DVC stage: the registry's adapter
+STAGES = ("prepare", "sft", "grpo", *EVALUATE, CHAMPION, "report")
 PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm redraws: one log record per redraw would flood the API
 
 
@@ -143,6 +147,8 @@ def run_stage(stage: str, root: Path, env: dict[str, str], force: bool = False) 
     """`dvc repro --single-item <stage>`, its output streamed into the Prefect logs. No retries: training."""
     logger = get_run_logger()
     cmd = [_dvc(), "repro", "--single-item", stage, *(["--force"] if force else [])]
+    if stage == CHAMPION:
+        cmd = [sys.executable, "-m", "stages.evaluate", "champion"]
     logger.info("$ %s", " ".join(cmd[1:]))
     start = time.perf_counter()
     tail: deque[str] = deque(maxlen=60)
@@ -169,7 +175,7 @@ def summary_metrics(root: Path) -> dict[str, float]:
         file = root / paths.eval_metrics(model)
         if file.is_file():
             metrics = json.loads(file.read_text())
-            out |= {f"{model}/{k}": metrics[k] for k in ("accuracy", "format_rate") if k in metrics}
+            out |= {f"{model}/{k}": metrics[k] for k in ("accuracy", "format_rate", "pass1_strict") if k in metrics}
     return out
 
 
@@ -188,14 +194,16 @@ def pipeline(
         profile: params file (relative to the project) used instead of params.yaml, e.g. profiles/smoke.yaml.
         overrides: DVC `-S` style assignments applied on top, e.g. ["grpo.beta=0.04"].
         experiment: MLflow experiment name.
-        stages: subset of prepare, sft, grpo, evaluate (in pipeline order); default all.
+        stages: subset of prepare, sft, grpo, evaluate@base, evaluate@sft, evaluate@grpo, evaluate@champion,
+            report (in pipeline order; `evaluate` = the evaluate stages); default all. evaluate@champion runs
+            only when evaluate.models names champion.
         force: re-run stages even when DVC finds them unchanged.
         project_dir: the DVC project (default: this checkout).
     """
     root = Path(project_dir or PROJECT_ROOT).resolve()
-    chosen = [s for s in STAGES if s in (stages or STAGES)]
-    if unknown := sorted(set(stages or ()) - set(STAGES)):
-        raise ValueError(f"stages: unknown {unknown}; choose from {list(STAGES)}")
+    wanted = {name for s in (stages or STAGES) for name in ((*EVALUATE, CHAMPION) if s == "evaluate" else (s,))}
+    if unknown := sorted(wanted - set(STAGES)):
+        raise ValueError(f"stages: unknown {unknown}; choose from {['evaluate', *STAGES]}")
     pipeline_id = (str(flow_run.get_id() or "") or uuid.uuid4().hex).replace("-", "")[:12]
     tags = {
         "orchestrator": "prefect",
@@ -204,6 +212,8 @@ def pipeline(
         "overrides": json.dumps(list(overrides or [])),
     }
     with applied_params(root, profile, list(overrides or [])) as params:
+        champion = "champion" in (params.get("evaluate") or {}).get("models", [])
+        chosen = [s for s in STAGES if s in wanted and (s != CHAMPION or champion)]
         parent = open_parent_run(root, pipeline_id, experiment, tags, params)
         env = stage_env(root, parent, pipeline_id, experiment)
         results, status = [], "FAILED"

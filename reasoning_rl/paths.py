@@ -48,10 +48,11 @@ def eval_metrics(model: str) -> Path:
 
 
 def eval_samples(model: str) -> Path:
-    return REPORTS / f"eval_samples_{model}.jsonl"
+    """Per-question results of evaluate@<model>: greedy completion and verdicts, the k samples and their shares."""
+    return REPORTS / f"eval_{model}.jsonl"
 
 
 EVAL_TABLE = REPORTS / "eval_table.md"
-REPORT = REPORTS / "report.html"  # the self-contained evaluation report (written by the evaluate stage)
+REPORT = REPORTS / "report.html"  # the self-contained evaluation report (written by the report stage)
 EVAL_REPORT_METRICS = METRICS / "eval_report.json"  # its numbers: paired tests, accuracy by difficulty
-PAIRED_METRICS = METRICS / "paired.json"  # McNemar exact p and accuracy delta per pair, strict and flexible
+PAIRED_METRICS = METRICS / "paired.json"  # per pair: McNemar on greedy verdicts, sign-flip test on sampled pass@1

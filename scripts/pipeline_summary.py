@@ -26,8 +26,12 @@ def main() -> None:
     for name, m in stages.items():
         note = f"{m.get('steps', '')} steps" if "steps" in m else ""
         print(f"| {name} | {m.get('wall_seconds', float('nan')) / 60:.1f} min | {note} |")
-    eval_seconds = sum(m.get("decode_seconds", 0.0) for m in evals.values())
-    print(f"| evaluate (decode only) | {eval_seconds / 60:.1f} min | {len([m for m in evals.values() if m])} models |")
+    for name, m in evals.items():
+        if m:
+            sampled = m.get("sampled_decode_seconds", 0.0)
+            note = f"greedy decode {m['decode_seconds'] / 60:.1f} min" + (
+                f", k = {m['samples_per_question']:.0f} sampled decode {sampled / 60:.1f} min" if sampled else "")
+            print(f"| evaluate@{name} | {m.get('wall_seconds', float('nan')) / 60:.1f} min | {note} |")
     print()
     print(
         "| model | strict accuracy | 95 % Wilson CI | flexible accuracy | 95 % Wilson CI | format rate | mean tokens "

@@ -73,7 +73,8 @@ def missing_deps(dvc_yaml: Path = ROOT / "dvc.yaml", root: Path = ROOT) -> dict[
     for name, stage in stages.items():
         entry = root / "stages" / f"{name}.py"
         needed = sorted(p.relative_to(root).as_posix() for p in stage_files(entry, root))
-        out[name] = [p for p in needed if not covered(p, stage.get("deps", []))]
+        deps = stage.get("do", stage).get("deps", [])  # a foreach stage (evaluate@<model>) lists them under do
+        out[name] = [p for p in needed if not covered(p, deps)]
     return out
 
 
@@ -88,6 +89,7 @@ def write_deps(dvc_yaml: Path = ROOT / "dvc.yaml", root: Path = ROOT) -> None:
         i += 1
         if line.strip() != "deps:":
             continue
+        indent = " " * (len(line) - len(line.lstrip()) + 2)  # under `do:` in a foreach stage, deeper
         data = []
         while i < len(lines) and lines[i].lstrip().startswith(("- ", "#")):
             dep = lines[i].strip().removeprefix("- ").split("#")[0].strip()
@@ -95,8 +97,8 @@ def write_deps(dvc_yaml: Path = ROOT / "dvc.yaml", root: Path = ROOT) -> None:
                 data.append(lines[i])
             i += 1
         code = sorted(p.relative_to(root).as_posix() for p in stage_files(root / "stages" / f"{stage}.py", root))
-        out.append(f"      {CODE_COMMENT}")
-        out += [f"      - {c}" for c in code] + data
+        out.append(f"{indent}{CODE_COMMENT}")
+        out += [f"{indent}- {c}" for c in code] + data
     dvc_yaml.write_text("\n".join(out))
 
 

@@ -24,3 +24,15 @@ def test_variant_bad_value_is_named():
 def test_variant_without_name_is_refused():
     with pytest.raises(SystemExit, match="give it a name"):
         parse_variant(":grpo.beta=0.1")
+
+
+def test_table_shows_the_sampled_delta():
+    from benchmarks.ablate_recipe import table
+
+    model = {"accuracy": 0.2, "format_rate": 0.9, "pass1_strict": 0.2}
+    pair = {"sampled_strict": {"delta": 0.03, "ci_low": 0.01, "ci_high": 0.05, "p": 0.004},
+            "sampled_flexible": {"delta": 0.02}}
+    row = {"variant": "default", "val": {"sft": model, "grpo": model | {"pass1_strict": 0.23}},
+           "val_sft_vs_grpo": pair, "grpo_no_signal_mean": 0.4, "grpo_seconds_per_step": 50.0}
+    line = table({"base": model, "variants": [row]}).splitlines()[-1]
+    assert line.startswith("| default | 20.0% | 23.0% | +3.0% [+1.0%, +5.0%] | 0.004 | +2.0% |")

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from scratch_project import scratch_project
 from servers import mlflow_server, prefect_server
-
-from benchmarks.scratch_project import scratch_project
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -27,7 +26,8 @@ TINY = [
     "evaluate.num_questions=2",  # 2 questions x 16 tokens: the three models load and answer, quickly
     "evaluate.max_new_tokens=16",
 ]
-MODELS = "evaluate.models=[base,sft,grpo,{}]"  # dvc.yaml declares base/sft/grpo outputs; champion goes on top
+MODELS = "evaluate.models=[base,sft,grpo,{}]"  # base/sft/grpo are DVC stages; champion is evaluated beside them
+STAGES = ("prepare", "sft", "grpo", "evaluate@base", "evaluate@sft", "evaluate@grpo", "report")
 
 
 def sha(path: Path) -> str:
@@ -54,7 +54,7 @@ def flow_error_logs(flow_run_id) -> str:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, gsm8k_dir):
-    """Under one Prefect test server: flow run A, run B (different GRPO lr), C (fails in evaluate), then
+    """Under one Prefect test server: flow run A, run B (different GRPO lr), C (fails evaluating the champion), then
     registration of the best and run D evaluating the registered champion."""
     from prefect.testing.utilities import prefect_test_harness
 
@@ -103,11 +103,9 @@ def stage_runs(work: Path, parent_run_id: str) -> dict[str, object]:
 
 
 def test_flow_runs_every_stage_through_dvc(runs):
-    assert [(s["stage"], s["ran"]) for s in runs["a"]["stages"]] == [
-        ("prepare", True), ("sft", True), ("grpo", True), ("evaluate", True)
-    ]
+    assert [(s["stage"], s["ran"]) for s in runs["a"]["stages"]] == [(stage, True) for stage in STAGES]
     lock = yaml.safe_load((runs["work"] / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"prepare", "sft", "grpo", "evaluate"}
+    assert set(lock["stages"]) == set(STAGES)
 
 
 def test_flow_leaves_params_yaml_unchanged(runs):
@@ -122,12 +120,13 @@ def test_flow_lock_records_the_params_the_run_used(runs):
 
 def test_flow_second_run_reuses_dvc_cache(runs):
     ran = {s["stage"]: s["ran"] for s in runs["b"]["stages"]}
-    assert ran == {"prepare": False, "sft": False, "grpo": True, "evaluate": True}
+    assert [stage for stage in STAGES if ran[stage]] == ["grpo", "evaluate@grpo", "report"]  # the base decode: cached
 
 
 def test_flow_stage_runs_are_children_of_the_flow_parent_run(runs):
-    assert set(stage_runs(runs["work"], runs["a"]["mlflow_parent_run_id"])) == {"prepare", "sft", "grpo", "evaluate"}
-    assert set(stage_runs(runs["work"], runs["b"]["mlflow_parent_run_id"])) == {"grpo", "evaluate"}  # rest cached
+    assert set(stage_runs(runs["work"], runs["a"]["mlflow_parent_run_id"])) == set(STAGES)
+    b_runs = set(stage_runs(runs["work"], runs["b"]["mlflow_parent_run_id"]))
+    assert b_runs == {"grpo", "evaluate@grpo", "report"}  # the rest cached
 
 
 def test_flow_parent_run_records_prefect_run_and_summary(runs):
@@ -146,7 +145,7 @@ def test_flow_failing_stage_fails_the_flow(runs):
 
 def test_flow_failing_stage_error_is_in_prefect_logs(runs):
     assert "no model registered as reasoning-rl-grpo@champion" in runs["c_logs"]
-    assert "stage evaluate failed" in runs["c_logs"]
+    assert "stage evaluate@champion failed" in runs["c_logs"]
 
 
 def test_flow_failing_stage_keeps_earlier_outputs(runs):
@@ -201,7 +200,8 @@ def test_registry_alias_points_at_registered_version(runs):
 
 
 def test_evaluate_stage_loads_champion_by_alias(runs):
-    assert [s["stage"] for s in runs["d"]["stages"]] == ["evaluate"]
+    assert [s["stage"] for s in runs["d"]["stages"]] == ["evaluate@base", "evaluate@sft", "evaluate@grpo",
+                                                         "evaluate@champion"]
     assert runs["champion_eval"]["questions"] == 2
 
 
@@ -251,7 +251,7 @@ def test_flow_against_real_prefect_and_mlflow_servers(runs, tmp_path):
             [MlflowClient(tracking).get_experiment_by_name("reasoning-rl").experiment_id],
             f"tags.mlflow.parentRunId = '{result['mlflow_parent_run_id']}'",
         )
-        assert [r.data.tags["stage"] for r in children] == ["evaluate"]
+        assert sorted(r.data.tags["stage"] for r in children) == ["evaluate@base", "evaluate@grpo", "evaluate@sft"]
 
 
 def test_registered_pyfunc_answers_by_alias(runs, monkeypatch):

@@ -1,4 +1,4 @@
-"""End to end: `dvc repro` of all four stages on the smoke profile with the real SmolLM2 model, offline."""
+"""End to end: `dvc repro` of every stage on the smoke profile with the real SmolLM2 model, offline."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from benchmarks.scratch_project import scratch_project
+from scratch_project import scratch_project
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +42,7 @@ def smoke_run(tmp_path_factory, gsm8k_dir):
 def test_pipeline_writes_lock_for_all_stages(smoke_run):
     work, _ = smoke_run
     lock = yaml.safe_load((work / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"prepare", "sft", "grpo", "evaluate"}
+    assert set(lock["stages"]) == {"prepare", "sft", "grpo", "evaluate@base", "evaluate@sft", "evaluate@grpo", "report"}
 
 
 @pytest.mark.parametrize("stage", ["sft", "grpo"])
@@ -80,8 +79,10 @@ def test_pipeline_grpo_adapter_moved_from_sft(smoke_run):
         ("metrics/eval_grpo.json", {"accuracy", "flexible_accuracy", "flexible_accuracy_ci_low", "format_rate",
                                     "questions"}),
         # smoke samples_k = 2: sampling metrics and the trace diagnostics
-        ("metrics/eval_sft.json", {"pass@1", "pass@2", "maj@2", "mean_think_words", "no_answer_block_rate"}),
-        ("metrics/eval_report.json", {"paired", "paired_flexible", "by_difficulty", "models", "history_source"}),
+        ("metrics/eval_sft.json", {"pass1_strict", "pass1_flexible", "pass@2", "maj@2", "mean_think_words",
+                                   "no_answer_block_rate"}),
+        ("metrics/eval_report.json", {"paired", "paired_flexible", "paired_sampled", "by_difficulty", "models",
+                                      "history_source"}),
         ("metrics/paired.json", {"base_vs_sft", "base_vs_grpo", "sft_vs_grpo"}),
     ],
 )
@@ -90,17 +91,32 @@ def test_pipeline_metrics_have_keys(smoke_run, path, keys):
     assert keys <= set(json.loads((work / path).read_text()))
 
 
-def test_pipeline_eval_samples_one_per_question(smoke_run):
+def test_pipeline_eval_results_one_per_question(smoke_run):
     work, _ = smoke_run
-    lines = (work / "reports/eval_samples_sft.jsonl").read_text().splitlines()
-    assert len(lines) == 16 and {"question", "gold", "completion", "correct"} <= set(json.loads(lines[0]))
+    lines = (work / "reports/eval_sft.jsonl").read_text().splitlines()
+    keys = {"question", "gold", "completion", "correct", "samples", "sampled_strict", "sampled_flexible"}
+    assert len(lines) == 16 and keys <= set(json.loads(lines[0]))
+
+
+def test_pipeline_base_model_is_not_sampled(smoke_run):
+    work, _ = smoke_run
+    assert "samples" not in json.loads((work / "reports/eval_base.jsonl").read_text().splitlines()[0])
+
+
+def test_pipeline_paired_json_has_the_sampled_test(smoke_run):
+    work, _ = smoke_run
+    sampled = json.loads((work / "metrics/paired.json").read_text())["sft_vs_grpo"]["sampled"]
+    for kind in ("strict", "flexible"):
+        assert set(sampled[kind]) == {"delta", "ci_low", "ci_high", "p", "k", "n"}
+        assert sampled[kind]["k"] == 2 and sampled[kind]["n"] == 16  # smoke: 2 samples x 16 questions
 
 
 def test_pipeline_report_pairs_every_model_and_reads_curves_from_its_dvc_input(smoke_run):
     work, _ = smoke_run
     report = json.loads((work / "metrics/eval_report.json").read_text())
     assert set(report["paired"]) == set(report["paired_flexible"]) == {"base vs sft", "base vs grpo", "sft vs grpo"}
-    assert report["history_source"] == "metrics/grpo_history.json"  # a dep of the evaluate stage, not MLflow
+    assert set(report["paired_sampled"]) == {"sft vs grpo"}  # base is decoded greedily only
+    assert report["history_source"] == "metrics/grpo_history.json"  # a dep of the report stage, not MLflow
     page = (work / "reports/report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "McNemar" in page
 
@@ -112,7 +128,7 @@ def test_pipeline_grpo_history_logs_each_reward(smoke_run):
     assert len(steps) == 2 and all("rewards/correctness/mean" in h for h in steps)
 
 
-def test_pipeline_mlflow_has_four_linked_stage_runs(smoke_run):
+def test_pipeline_mlflow_has_one_linked_run_per_stage(smoke_run):
     import mlflow
 
     work, _ = smoke_run
@@ -120,14 +136,15 @@ def test_pipeline_mlflow_has_four_linked_stage_runs(smoke_run):
     experiment = client.get_experiment_by_name("reasoning-rl")
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.role = 'stage'")
     by_stage = {r.data.tags["stage"]: r for r in runs}
-    assert set(by_stage) == {"prepare", "sft", "grpo", "evaluate"}
+    assert set(by_stage) == {"prepare", "sft", "grpo", "evaluate@base", "evaluate@sft", "evaluate@grpo", "report"}
     assert len({r.data.tags["pipeline_id"] for r in runs}) == 1
     assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
     assert all(r.data.metrics for r in runs)
     assert "rewards/correctness/mean" in by_stage["grpo"].data.metrics
     grpo_history = client.get_metric_history(by_stage["grpo"].info.run_id, "rewards/format/mean")
     assert [m.step for m in grpo_history] == [1, 2]
-    assert "report.html" in {f.path for f in client.list_artifacts(by_stage["evaluate"].info.run_id)}
+    assert "report.html" in {f.path for f in client.list_artifacts(by_stage["report"].info.run_id)}
+    assert "grpo/pass1_strict" in by_stage["report"].data.metrics  # what the registry reads
 
 
 def test_pipeline_mlflow_stores_adapters(smoke_run):
@@ -164,7 +181,7 @@ def test_pipeline_repro_on_unchanged_tree_does_nothing(smoke_run):
     proc = subprocess.run(["dvc", "repro"], cwd=work, env=dvc_env(work), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Running stage" not in proc.stdout, proc.stdout[-2000:]
-    for stage in ("prepare", "sft", "grpo", "evaluate"):
+    for stage in sorted({"prepare", "sft", "grpo", "evaluate@base", "evaluate@sft", "evaluate@grpo", "report"}):
         assert f"Stage '{stage}' didn't change, skipping" in proc.stdout
 
 

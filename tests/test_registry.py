@@ -21,7 +21,7 @@ def store(tmp_path, monkeypatch):
 
 def add_pipeline(store, *, acc: float, fmt: float = 0.5, qset: str = "q1", adapter: str | None = None,
                  train: bool = True, steps: int = 40) -> str:
-    """A parent run with (optionally) a GRPO child that trained `adapter` and an evaluate child that read it."""
+    """A parent run with (optionally) a GRPO child that trained `adapter`, and a report child (the evaluation)."""
     client, exp = store
     adapter = adapter or f"sha-{time.monotonic_ns()}"
     parent = client.create_run(exp, run_name=f"pipeline-{adapter[:10]}", tags={"role": "pipeline"}).info.run_id
@@ -31,7 +31,7 @@ def add_pipeline(store, *, acc: float, fmt: float = 0.5, qset: str = "q1", adapt
         for key, value in {"grpo.loss_type": "dr_grpo", "grpo.beta": 0.0, "grpo.max_steps": steps}.items():
             client.log_param(grpo, key, value)
         client.set_terminated(grpo)
-    ev = client.create_run(exp, tags={"role": "stage", "stage": "evaluate", "mlflow.parentRunId": parent,
+    ev = client.create_run(exp, tags={"role": "stage", "stage": "report", "mlflow.parentRunId": parent,
                                       "eval_question_set": qset, "adapter_sha256.grpo": adapter}).info.run_id
     for key, value in {"grpo/accuracy": acc, "grpo/format_rate": fmt, "questions": 400}.items():
         client.log_metric(ev, key, value)

@@ -44,6 +44,24 @@ def test_render_html_is_self_contained_and_escapes_model_text():
     assert "maj@4" in page and "McNemar" in page
 
 
+def with_samples(records: list[dict], shares: list[float]) -> list[dict]:
+    """Records of a sampled model: 4 samples each, `shares` of them right (strict and flexible alike)."""
+    return [r | {"samples": ["x"] * 4, "sampled_strict": s, "sampled_flexible": s} for r, s in zip(records, shares)]
+
+
+def test_render_html_tests_sampled_pass1_between_sampled_models_only():
+    inputs = synthetic_inputs()
+    grpo = inputs["samples"]["grpo"]
+    inputs["samples"] = {"base": inputs["samples"]["base"], "sft": with_samples(grpo, [0.25] * 12),
+                         "grpo": with_samples(grpo, [0.5] * 6 + [0.25] * 6)}
+    page, summary = render_html(**inputs)
+    assert list(summary["paired_sampled"]) == ["sft vs grpo"]  # base is not sampled
+    strict = summary["paired_sampled"]["sft vs grpo"]["strict"]
+    assert strict["delta"] == pytest.approx(0.125) and (strict["k"], strict["n"]) == (4, 12)
+    assert strict["p"] == pytest.approx(2 / 2**6)  # 6 equal positive differences: exact sign-flip p
+    assert "sampled pass@1" in page
+
+
 def test_render_html_by_difficulty_buckets_every_question():
     _, summary = render_html(**synthetic_inputs())
     assert sum(cells["grpo"]["n"] for cells in summary["by_difficulty"].values()) == 12

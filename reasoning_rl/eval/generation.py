@@ -31,14 +31,12 @@ def generate_greedy(model, tokenizer, prompts: list[list[dict]], batch_size: int
 
 def generate_sampled(
     model, tokenizer, prompts: list[list[dict]], num_samples: int, temperature: float, batch_size: int,
-    max_new_tokens: int, desc: str = "sample",
+    max_new_tokens: int, desc: str = "sample", top_p: float = 1.0,
 ) -> tuple[list[list[Generation]], float]:
-    """`num_samples` completions per prompt from softmax(logits / temperature), for pass@k and maj@k.
-
-    top_k=0 and top_p=1: the untruncated distribution, as GRPO samples it (teaching/mini_grpo.py), so
-    pass@k measures what the policy itself would produce. `batch_size` counts sequences, not prompts.
+    """`num_samples` completions per prompt from softmax(logits / temperature) (nucleus `top_p`, no top-k), for
+    pass@1, pass@k and maj@k. `batch_size` counts sequences, not prompts.
     """
-    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": top_p}
     return generate_batched(model, tokenizer, prompts, max(1, batch_size // num_samples), max_new_tokens, desc,
                             num_return_sequences=num_samples, sampling=sampling)
 
@@ -94,14 +92,13 @@ def _decode(ids: list[int], tokenizer, eos: int) -> Generation:
 
 
 def generate_vllm(llm, tokenizer, prompts: list[list[dict]], max_new_tokens: int, desc: str = "generate",
-                  num_samples: int = 1, temperature: float | None = None,
+                  num_samples: int = 1, temperature: float | None = None, top_p: float = 1.0,
                   seed: int | None = None) -> tuple[list[list[Generation]], float]:
     """`num_samples` completions per chat prompt from a vLLM engine: greedy, or sampled at `temperature`.
 
     Same contract as `generate_batched`: one list of generations per prompt (input order) and the seconds spent
     generating; the EOS counts as a generated token. vLLM batches and schedules the requests itself
-    (continuous batching), so there is no batch size to choose. Sampling is untruncated (top_k 0, top_p 1), as
-    GRPO samples.
+    (continuous batching), so there is no batch size to choose. Sampling keeps nucleus `top_p`, no top-k.
     """
     from vllm import SamplingParams
 
@@ -114,7 +111,8 @@ def generate_vllm(llm, tokenizer, prompts: list[list[dict]], max_new_tokens: int
         # vLLM 0.32's CPU build fails on per-request seeds once a request is prefilled in chunks ("CPU Generator
         # does not use offset"); the engine's own seed (start_vllm) makes the draws repeatable there.
         seed = None
-    params = SamplingParams(n=num_samples, temperature=0.0 if greedy else temperature, top_p=1.0, top_k=0,
+    params = SamplingParams(n=num_samples, temperature=0.0 if greedy else temperature,
+                            top_p=1.0 if greedy else top_p, top_k=0,
                             max_tokens=max_new_tokens, seed=seed, stop_token_ids=[tokenizer.eos_token_id],
                             skip_special_tokens=True)
     t0 = time.perf_counter()
@@ -171,13 +169,14 @@ class ModelGenerator:
             return [g[0] for g in per_prompt], seconds
         return generate_greedy(self._hf, self.tokenizer, self.prompts, batch_size, self.max_new_tokens, desc)
 
-    def sampled(self, k: int, temperature: float, batch_size: int, desc: str) -> tuple[list[list[Generation]], float]:
+    def sampled(self, k: int, temperature: float, batch_size: int, desc: str,
+                top_p: float = 1.0) -> tuple[list[list[Generation]], float]:
         if self._llm is not None:
             return generate_vllm(self._llm, self.tokenizer, self.prompts, self.max_new_tokens, desc, num_samples=k,
-                                 temperature=temperature, seed=self.seed)
+                                 temperature=temperature, top_p=top_p, seed=self.seed)
         torch.manual_seed(self.seed)
         return generate_sampled(self._hf, self.tokenizer, self.prompts, k, temperature, batch_size,
-                                self.max_new_tokens, desc)
+                                self.max_new_tokens, desc, top_p=top_p)
 
     def close(self) -> None:
         if self._llm is not None:

@@ -1,10 +1,11 @@
 """The evaluation report: one self-contained HTML file (inline CSS, PNGs as base64, no network at view time).
 
-Sections: the model table with strict and flexible accuracy, Wilson intervals and trace diagnostics, McNemar's
-paired test for each pair of models (strict and flexible), accuracy by difficulty (reference-solution steps,
+Sections: the model table with strict and flexible accuracy (greedy, with Wilson intervals) and sampled pass@1,
+the paired tests for each pair of models (McNemar on greedy verdicts; on sampled pass@1, the pre-registered
+sign-flip test and bootstrap interval of reasoning_rl/eval/paired.py), accuracy by difficulty (reference-solution steps,
 `reasoning_rl.eval.metrics.reasoning_steps`), the GRPO reward and KL curves per step, and side-by-side traces.
-Inputs are plain data (the evaluate stage's samples and metrics, the GRPO history); `load_inputs` reads the
-files (and MLflow, for scripts/report.py only), the rest only computes and renders.
+Inputs are plain data (the evaluate stages' per-question results and metrics, the GRPO history); `load_inputs`
+reads the files, the rest only computes and renders.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from itertools import combinations
 from typing import Any
 
 from reasoning_rl.eval.metrics import difficulty_bucket, mcnemar, trace_diagnostics
+from reasoning_rl.eval.paired import paired_delta
 from reasoning_rl.eval.scoring import wilson_interval
 
 # GRPO history keys drawn, in this order, when present (TRL's names; `kl` only exists when beta > 0).
@@ -67,18 +69,39 @@ def model_rows(samples: dict[str, list[dict]], metrics: dict[str, dict]) -> list
             "mean_tokens": sum(r["num_tokens"] for r in records) / n if n else 0.0,
             **trace_diagnostics([r["completion"] for r in records]),
         }
-        row |= {k: v for k, v in metrics.get(model, {}).items() if k.startswith(("pass@", "maj@"))}
+        row |= {k: v for k, v in metrics.get(model, {}).items() if k.startswith(("pass@", "maj@", "pass1_"))}
         rows.append(row)
     return rows
 
 
-def paired_summary(summary: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
-    """metrics/paired.json: per pair ("sft_vs_grpo"), McNemar's exact p and B - A accuracy, strict and flexible."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
+def paired_summary(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """metrics/paired.json: per pair ("sft_vs_grpo"), greedy McNemar exact p and B − A accuracy (`strict`,
+    `flexible`), and where both models were sampled, the sampled pass@1 test (`sampled.strict`, `.flexible`:
+    delta, ci_low, ci_high, p, k, n)."""
+    out: dict[str, dict[str, Any]] = {}
     for kind, key in (("strict", "paired"), ("flexible", "paired_flexible")):
         for p in summary[key].values():
             out.setdefault(f"{p['a']}_vs_{p['b']}", {})[kind] = {"p": p["p_exact"], "delta": p["delta"],
                                                                 "only_a": p["only_a"], "only_b": p["only_b"]}
+    for p in summary["paired_sampled"].values():
+        out.setdefault(f"{p['a']}_vs_{p['b']}", {})["sampled"] = {kind: p[kind] for kind in ("strict", "flexible")}
+    return out
+
+
+def sampled_pairs(samples: dict[str, list[dict]]) -> list[dict[str, Any]]:
+    """The pre-registered test on sampled pass@1 for every pair of sampled models (docs/evaluation.md): per
+    question the share of right samples, B − A over the questions both answered, strict and flexible."""
+    sampled = {m: rows for m, rows in samples.items() if rows and "sampled_strict" in rows[0]}
+    out = []
+    for a, b in combinations(sampled, 2):
+        by_id = {m: {r["id"]: r for r in sampled[m]} for m in (a, b)}
+        ids = [i for i in by_id[a] if i in by_id[b]]
+        k = len(by_id[b][ids[0]]["samples"]) if ids else 0
+        result = {"pair": f"{a} vs {b}", "a": a, "b": b}
+        for kind in ("strict", "flexible"):
+            scores = [[by_id[m][i][f"sampled_{kind}"] for i in ids] for m in (a, b)]
+            result[kind] = paired_delta(*scores, k=k).as_dict()
+        out.append(result)
     return out
 
 
@@ -233,6 +256,7 @@ def render_html(
     rows = model_rows(samples, metrics)
     pairs = paired_tests(verdicts)
     flexible_pairs = paired_tests(aligned_verdicts(samples, "correct_flexible")[1])
+    sampled = sampled_pairs(samples)
     by_difficulty = accuracy_by_difficulty(ids, verdicts, steps)
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{_CSS}</style>",
@@ -241,10 +265,12 @@ def render_html(
     parts.append("<p class='note'>" + " · ".join(f"{esc(k)}: {esc(v)}" for k, v in info.items()) + "</p>")
 
     ####  the model table
-    sampling = sorted({k for r in rows for k in r if k.startswith(("pass@", "maj@"))},
-                      key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
+    sampling = [k for k in ("pass1_strict", "pass1_flexible") if any(k in r for r in rows)]
+    sampling += sorted({k for r in rows for k in r if k.startswith(("pass@", "maj@"))},
+                       key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
     head = ["model", "strict accuracy", "95 % Wilson CI", "flexible accuracy", "95 % Wilson CI", "format rate",
-            "mean think words", "no <answer>", "unreadable answer", "mean tokens", *sampling]
+            "mean think words", "no <answer>", "unreadable answer", "mean tokens",
+            *[k.replace("pass1_", "sampled pass@1 ") for k in sampling]]
     table = [
         [esc(r["model"]), _pct(r["accuracy"]), f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]",
          _pct(r["flexible_accuracy"]), f"[{_pct(r['flexible_ci_low'])}, {_pct(r['flexible_ci_high'])}]",
@@ -254,12 +280,23 @@ def render_html(
          *[_pct(r[k]) if k in r else "—" for k in sampling]]
         for r in rows
     ]
-    parts.append("<h2>Models on the same questions (greedy)</h2>" + _table(head, table))
-    parts.append("<p class='note'>Strict accuracy: a well-formed completion whose answer equals the gold (the "
-                 "reward parser). Flexible accuracy: the last number anywhere in the completion equals the gold "
-                 "(lm-evaluation-harness's GSM8K flexible-extract): the maths, whatever the format. "
-                 "Think words: well-formed completions only. pass@k (unbiased, Chen et al. 2021) and "
-                 "maj@k come from sampled completions when evaluate.samples_k &gt; 0.</p>")
+    parts.append("<h2>Models on the same questions</h2>" + _table(head, table))
+    parts.append("<p class='note'>Accuracies and diagnostics: greedy decoding. Strict: a well-formed completion "
+                 "whose answer equals the gold (the reward parser). Flexible: the last number anywhere in the "
+                 "completion equals the gold (lm-evaluation-harness's GSM8K flexible-extract): the maths, whatever "
+                 "the format. Sampled pass@1 (DeepSeek-R1): the mean over questions of the share of the k samples "
+                 "that are right; pass@k (unbiased, Chen et al. 2021) and maj@k come from the same samples.</p>")
+
+    ####  the pre-registered test: sampled pass@1
+    if sampled:
+        head = ["pair (A vs B)", "rule", "Δ pass@1 (B − A)", "95 % CI (bootstrap)", "sign-flip p", "k", "questions"]
+        table = [[esc(p["pair"]), kind, f"{100 * p[kind]['delta']:+.1f} pt",
+                  f"[{100 * p[kind]['ci_low']:+.1f}, {100 * p[kind]['ci_high']:+.1f}] pt", _p(p[kind]["p"]),
+                  str(p[kind]["k"]), str(p[kind]["n"])] for p in sampled for kind in ("strict", "flexible")]
+        parts.append("<h2>Paired test on sampled pass@1 (the pre-registered protocol)</h2>" + _table(head, table))
+        parts.append("<p class='note'>Per question, the share of right samples; the test is on the per-question "
+                     "differences: a two-sided sign-flip permutation test (10,000 sign patterns) and a percentile "
+                     "bootstrap over questions (10,000 resamples). Protocol: docs/evaluation.md.</p>")
 
     ####  paired tests
     head = ["pair (A vs B)", "A right, B wrong", "B right, A wrong", "Δ accuracy (B − A)", "McNemar exact p",
@@ -267,7 +304,7 @@ def render_html(
     table = [[esc(p["pair"]) + f" ({kind})", str(p["only_a"]), str(p["only_b"]), f"{100 * p['delta']:+.1f} pt",
               _p(p["p_exact"]), f"{p['chi2']:.2f}", _p(p["p_chi2"])]
              for kind, group in (("strict", pairs), ("flexible", flexible_pairs)) for p in group]
-    parts.append("<h2>Paired tests (McNemar, same questions)</h2>" + _table(head, table))
+    parts.append("<h2>Paired tests on greedy verdicts (McNemar, same questions)</h2>" + _table(head, table))
     parts.append("<p class='note'>Only the discordant questions (one model right, the other wrong) carry "
                  "information; the exact p is the two-sided binomial test on them, the χ² uses Edwards' "
                  "continuity correction. p-values are not corrected for the number of pairs.</p>")
@@ -313,13 +350,14 @@ def render_html(
     parts.append("</body></html>")
     summary = {"questions": len(ids), "models": {r["model"]: r for r in rows},
                "paired": {p["pair"]: p for p in pairs}, "paired_flexible": {p["pair"]: p for p in flexible_pairs},
+               "paired_sampled": {p["pair"]: p for p in sampled},
                "by_difficulty": by_difficulty,
                "history_source": history_source}
     return "".join(parts), summary
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Inputs: the evaluate stage's files, the GRPO curves from MLflow or the history file
+# Inputs: the evaluate stages' files, the GRPO curves from MLflow or the history file
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -363,8 +401,8 @@ def load_inputs(models: Sequence[str], samples_path, metrics_path, test_path, hi
 
     `samples_path(model)` / `metrics_path(model)` give a model's evaluate outputs (models without samples are
     skipped); difficulty comes from the reference solutions in `test_path`; the GRPO curves from the GRPO stage's
-    history file `history_path` (a DVC dependency of the evaluate stage), or, only when that file is missing and
-    `grpo_adapter_sha256` is given (scripts/report.py), from the MLflow run that trained the adapter.
+    history file `history_path` (a DVC dependency of the report stage), or, only when that file is missing and
+    `grpo_adapter_sha256` is given, from the MLflow run that trained the adapter.
     """
     import json
     from pathlib import Path
@@ -374,7 +412,7 @@ def load_inputs(models: Sequence[str], samples_path, metrics_path, test_path, hi
 
     samples = {m: read_records(samples_path(m)) for m in models if Path(samples_path(m)).is_file()}
     if not samples:
-        raise FileNotFoundError(f"no evaluation samples for any of {list(models)}: run the evaluate stage first")
+        raise FileNotFoundError(f"no evaluation samples for any of {list(models)}: run the evaluate stages first")
     metrics = {m: json.loads(Path(metrics_path(m)).read_text()) for m in samples if Path(metrics_path(m)).is_file()}
     steps = {}
     if Path(test_path).is_file():

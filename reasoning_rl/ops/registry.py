@@ -1,11 +1,12 @@
 """Compare pipeline runs in MLflow, pick the best GRPO adapter, register it under an alias, load it back.
 
 A *pipeline row* is one parent run (role=pipeline, opened by the Prefect flow or by the first stage of a
-`dvc repro`) that has an evaluate child. Its GRPO run is found by the adapter the evaluate stage actually
-read (tag `adapter_sha256.grpo` on the evaluate run = tag `adapter_sha256` on the GRPO run), so a flow run
-whose GRPO stage was cached by DVC still points at the run that trained the adapter it evaluated.
+`dvc repro`) that has a report child (stages/report.py, which logs every evaluated model's metrics). Its GRPO
+run is found by the adapter that was evaluated (tag `adapter_sha256.grpo` on the report run = tag
+`adapter_sha256` on the GRPO run), so a flow run whose GRPO stage was cached by DVC still points at the run that
+trained the adapter it evaluated.
 
-Accuracies are only comparable on the same questions: the evaluate run tags its question set
+Accuracies are only comparable on the same questions: the report run tags its question set
 (`eval_question_set`, a hash of the ordered question ids) and `pick_best` ranks only rows sharing one.
 
 Registry: MLflow 3.x will not register a plain artifact folder, so the adapter is logged as a pyfunc
@@ -91,7 +92,7 @@ def pipeline_rows(experiment: str | None = None, tracking_uri: str | None = None
     rows = []
     for parent in parents:
         kids = children.get(parent.info.run_id, [])
-        evals = [r for r in kids if r.data.tags.get("stage") == "evaluate" and r.info.status == "FINISHED"]
+        evals = [r for r in kids if r.data.tags.get("stage") == "report" and r.info.status == "FINISHED"]
         if not evals:
             continue
         ev = max(evals, key=lambda r: r.info.start_time)

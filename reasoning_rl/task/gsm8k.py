@@ -213,3 +213,10 @@ def write_jsonl(path: Path, records: list[dict[str, object]]) -> None:
 
 def read_records(path: Path) -> list[dict[str, object]]:
     return [row for _, row in read_jsonl(Path(path))]
+
+
+def question_set(rows: list[dict]) -> str:
+    """A short fingerprint of which questions, in which order: accuracies compare only within one set."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps([r["id"] for r in rows]).encode()).hexdigest()[:16]
