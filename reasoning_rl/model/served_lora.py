@@ -1,8 +1,8 @@
 """The vLLM engine serving a LoRA adapter unmerged (vLLM's LoRA support), with a fast CPU path for one adapter.
 
 Why unmerged: merging a LoRA into bf16 weights rounds away every delta smaller than half a bf16 step of its base
-weight (80 % of the merged weights did not move over 10 GRPO steps, benchmarks/merge_rounding.py), and the merged
-model samples measurably worse than the adapter itself (format 61.9 % vs 68.8 %, benchmarks/sample_agreement.py).
+weight (80 % of the merged weights did not move over 10 GRPO steps), and the merged model samples measurably worse
+than the adapter itself (format 61.9 % vs 68.8 %; both measured in docs/LOG.md).
 Served as a LoRA, the engine adds the adapter's product to the activations (x A^T B^T), so nothing rounds away;
 the same SFT adapter served this way wrote well-formed answers 67.8 % of the time (docs/engine.md).
 
@@ -11,6 +11,10 @@ Why a fast path: vLLM's CPU LoRA ops (`vllm.lora.ops.torch_ops`) gather each tok
 Evaluation and GRPO serve one adapter at a time, so every token of a batch uses the same one, and the same
 product is one matmul with that adapter's weights. `install_single_adapter_ops` takes that path whenever every
 token of a model step uses one adapter, and leaves any other step to vLLM's own code.
+
+The fast path replaces methods of vLLM's `PunicaWrapperCPU` and `LoRAModelManager` class-wide (pinned in
+tests/test_private_api.py). No upstream vLLM issue found for the per-token gather's cost; vLLM PR #48421 (open)
+fixes the CPU ops' reading of index -1 (no adapter) as the last slot, which this path already skips.
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ def install_single_adapter_ops() -> None:
     the count of adapter loads (`activate_adapter`, the only place vLLM writes the slots). The LM head's LoRA
     (`add_lora_logits`, which vLLM runs for every sampled row even when the adapter has none: zero matrices)
     takes the same two matmuls when every sampled row uses one adapter; vLLM's own copies the vocabulary-sized
-    B once per row (SmolLM2, 16 rows: 76.1 against 73.2 ms per decode step, benchmarks/lm_head_lora.py). Any other step
+    B once per row (SmolLM2, 16 rows: 76.1 against 73.2 ms per decode step, docs/LOG.md). Any other step
     (several adapters, or the async path that asks for `add_inputs=False`) runs vLLM's own method; a step with
     no adapter adds nothing (vLLM's meaning of index -1). tests/test_served_lora.py checks the outputs against
     vLLM's: they differ by bf16 rounding (vLLM rounds x A^T B^T to bf16 before adding it to y).

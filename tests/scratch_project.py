@@ -1,4 +1,4 @@
-"""A scratch copy of this DVC project (code, dvc.yaml, params) for tests and benchmarks that run stages.
+"""A scratch copy of this DVC project (code, dvc.yaml, params) for the tests that run the stages.
 
 The copy reads GSM8K from `data_dir` (absolute), has its own `dvc init --no-scm`, and leaves the checkout's
 dvc.lock, params.yaml and caches alone.
