@@ -14,7 +14,7 @@ from reasoning_rl.config import load_params
 from reasoning_rl.files import write_json
 from reasoning_rl.ops.tracking import log_adapter, log_metrics, stage_run
 from reasoning_rl.task.gsm8k import read_records
-from reasoning_rl.train.callbacks import summarize_history
+from reasoning_rl.train.callbacks import seconds_per_step, summarize_history
 from reasoning_rl.train.grpo import train_grpo
 from stages.common import run, setup_logging, timed
 
@@ -70,7 +70,8 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         trainer.model.save_pretrained(out, safe_serialization=True)
         steps = trainer.state.global_step
-        metrics |= {"steps": steps, "seconds_per_step": metrics["wall_seconds"] / max(1, steps)}
+        # TRL's own step times: a resumed run's wall time covers only the steps after its checkpoint
+        metrics |= {"steps": steps, "seconds_per_step": seconds_per_step(history.history)}
         metrics |= summarize_history(history.history, SUMMARY_KEYS)
         write_json(paths.train_metrics("grpo"), metrics)
         write_json(paths.train_history("grpo"), history.history)

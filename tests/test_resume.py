@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from stage_runs import TINY, make_workdir, run_stage, stage_cmd, stage_env
 
+from reasoning_rl.train.callbacks import seconds_per_step
+
 pytestmark = pytest.mark.slow
 
 
@@ -119,3 +121,27 @@ def test_resume_adapter_matches_uninterrupted_run(resumed, stage):
     worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
     print(f"{stage}: max |adapter difference| = {worst:.3g}")
     assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-5) for k in a)
+
+
+def test_resume_grpo_seconds_per_step_covers_the_steps_before_the_kill(resumed):
+    """metrics/grpo.json's seconds_per_step is TRL's step times over all 4 steps, the 2 before the checkpoint
+    included (the rerun's own wall time covers only the 2 after it)."""
+    work = resumed["grpo"]["killed"]
+    times = [h["step_time"] for h in json.loads((work / "metrics/grpo_history.json").read_text()) if "step_time" in h]
+    assert len(times) == TINY["grpo"]["max_steps"]
+    assert json.loads((work / "metrics/grpo.json").read_text())["seconds_per_step"] == round(sum(times) / len(times), 2)
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [
+        # a run resumed from checkpoint-2: the checkpoint's log (10 s steps) then the rerun's (12 s); TRL's final
+        # summary entry has no step_time
+        ([{"step": 1, "step_time": 10.0, "loss": 0.1}, {"step": 2, "step_time": 10.0},
+          {"step": 3, "step_time": 12.0}, {"step": 4, "step_time": 12.0}, {"step": 4, "train_runtime": 30.0}], 11.0),
+        ([{"step": 2, "step_time": 10.0}, {"step": 3, "step_time": 16.0}], 12.0),  # logging_steps 2, then 1
+        ([{"step": 1, "loss": 0.1}], None),  # no step times logged
+    ],
+)
+def test_seconds_per_step_from_trls_step_times(history, expected):
+    assert seconds_per_step(history) == expected

@@ -115,3 +115,17 @@ def summarize_history(history: list[dict[str, float]], keys: list[str], window: 
         out[f"{safe}_first"] = sum(values[:window]) / len(values[:window])
         out[f"{safe}_last"] = sum(values[-window:]) / len(values[-window:])
     return out
+
+
+def seconds_per_step(history: list[dict[str, float]]) -> float | None:
+    """Mean seconds per optimizer step from TRL's own `step_time` log entries (sampling, forward and backward of
+    every micro-batch of a step; each entry is the mean over the steps since the previous one, weighted so).
+
+    Unlike the process's wall time over the step count, right for a resumed run too: its history restarts from
+    the checkpoint's log, so the steps before the crash keep their own times. None when no entry has a step_time.
+    """
+    total, steps, last = 0.0, 0, 0
+    for entry in sorted((h for h in history if "step_time" in h), key=lambda h: h["step"]):
+        covered = int(entry["step"]) - last
+        total, steps, last = total + entry["step_time"] * covered, steps + covered, int(entry["step"])
+    return round(total / steps, 2) if steps else None
