@@ -16,6 +16,7 @@ from reasoning_rl.ops.tracking import log_adapter, log_metrics, stage_run
 from reasoning_rl.task.gsm8k import read_records
 from reasoning_rl.train.callbacks import seconds_per_step, summarize_history
 from reasoning_rl.train.grpo import train_grpo
+from reasoning_rl.train.lora import save_adapter
 from stages.common import run, setup_logging, timed
 
 log = logging.getLogger("stages.grpo")
@@ -68,7 +69,7 @@ def main() -> None:
         if not trainer.accelerator.is_main_process:
             return
         shutil.rmtree(out, ignore_errors=True)
-        trainer.model.save_pretrained(out, safe_serialization=True)
+        save_adapter(trainer.model, out, base.model)  # bytes a function of the inputs (lora.py)
         steps = trainer.state.global_step
         # TRL's own step times: a resumed run's wall time covers only the steps after its checkpoint
         metrics |= {"steps": steps, "seconds_per_step": seconds_per_step(history.history)}

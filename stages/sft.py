@@ -15,6 +15,7 @@ from reasoning_rl.files import write_json
 from reasoning_rl.ops.tracking import log_adapter, log_metrics, stage_run
 from reasoning_rl.task.gsm8k import read_records
 from reasoning_rl.train.callbacks import summarize_history
+from reasoning_rl.train.lora import save_adapter
 from reasoning_rl.train.sft import train_sft
 from stages.common import run, setup_logging, timed
 
@@ -43,7 +44,7 @@ def main() -> None:
 
         ####  save the adapter (safetensors) and metrics
         shutil.rmtree(out, ignore_errors=True)
-        trainer.model.save_pretrained(out, safe_serialization=True)
+        save_adapter(trainer.model, out, base.model)  # bytes a function of the inputs (lora.py)
         metrics |= {"examples": len(rows), "steps": trainer.state.global_step}
         metrics |= summarize_history(history.history, ["loss", "mean_token_accuracy"])
         write_json(paths.train_metrics("sft"), metrics)
