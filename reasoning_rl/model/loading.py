@@ -161,34 +161,15 @@ def select_backend(requested: str) -> str:
     return backend
 
 
-def load_trainable_policy(
-    model: str,
-    dtype: str,
-    adapter: str | Path,
-    *,
-    backend: str = "plain",
-    max_seq_length: int = 1024,
-    gradient_checkpointing: bool = False,
-    fast_inference: bool = False,
-    gpu_memory_utilization: float = 0.5,
-    seed: int = 42,
-) -> LoadedModel:
+def load_trainable_policy(model: str, dtype: str, adapter: str | Path, *, backend: str = "plain",
+                          **unsloth_options) -> LoadedModel:
     """The GRPO policy: base weights plus the SFT LoRA adapter, trainable, through the resolved backend.
 
-    `backend` is "plain" or "unsloth" (already resolved by `select_backend`); the other arguments only
-    matter for unsloth (`fast_inference` starts Unsloth's in-process vLLM engine).
+    `backend` is "plain" or "unsloth" (already resolved by `select_backend`); `unsloth_options` are
+    `_load_unsloth_policy`'s (`fast_inference` starts Unsloth's in-process vLLM engine).
     """
     if backend == "unsloth":
-        return _load_unsloth_policy(
-            model,
-            dtype,
-            Path(adapter),
-            max_seq_length=max_seq_length,
-            gradient_checkpointing=gradient_checkpointing,
-            fast_inference=fast_inference,
-            gpu_memory_utilization=gpu_memory_utilization,
-            seed=seed,
-        )
+        return _load_unsloth_policy(model, dtype, Path(adapter), **unsloth_options)
     from peft import PeftModel
 
     loaded = load_model(model, dtype)
@@ -196,17 +177,8 @@ def load_trainable_policy(
     return loaded
 
 
-def _load_unsloth_policy(
-    model: str,
-    dtype: str,
-    adapter: Path,
-    *,
-    max_seq_length: int,
-    gradient_checkpointing: bool,
-    fast_inference: bool,
-    gpu_memory_utilization: float,
-    seed: int,
-) -> LoadedModel:
+def _load_unsloth_policy(model: str, dtype: str, adapter: Path, *, max_seq_length: int, gradient_checkpointing: bool,
+                         fast_inference: bool, gpu_memory_utilization: float, seed: int) -> LoadedModel:
     """Unsloth's FastLanguageModel with a fresh LoRA of the SFT adapter's shape, then the SFT weights.
 
     Written against Unsloth 2026.10 and NOT yet run on a GPU (this project's machines have none; see

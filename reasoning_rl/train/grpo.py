@@ -57,18 +57,9 @@ def trl_args(cfg: GrpoConfig, output_dir: Path, *, seed: int, bf16: bool, use_vl
     )
 
 
-def train_grpo(
-    cfg: GrpoConfig,
-    model_name: str,
-    dtype: str,
-    seed: int,
-    train_rows: list[dict],
-    sft_adapter: Path,
-    output_dir: Path,
-    backend: str = "plain",
-    generation_engine: str = "auto",
-    trainer_class: type[GrpoTrainer] | None = None,
-) -> tuple[Any, HistoryCallback]:
+def train_grpo(cfg: GrpoConfig, model_name: str, dtype: str, seed: int, train_rows: list[dict], sft_adapter: Path,
+               output_dir: Path, backend: str = "plain", generation_engine: str = "auto",
+               trainer_class: type[GrpoTrainer] | None = None) -> tuple[Any, HistoryCallback]:
     """GRPO with TRL, continuing the SFT LoRA adapter (trainable), rewards picked by name.
 
     `backend` is `base.backend` (auto, plain or unsloth; see `loading.resolve_backend`) and `generation_engine`
@@ -94,17 +85,10 @@ def train_grpo(
     # Built before the model loads: TRL's own checks of the recipe and `grpo.trl` fail fast.
     args = trl_args(cfg, output_dir, seed=seed, bf16=bf16, use_vllm=use_vllm,
                     gradient_checkpointing=cfg.gradient_checkpointing and backend == "plain")  # unsloth: its own
-    loaded = load_trainable_policy(
-        model_name,
-        dtype,
-        sft_adapter,
-        backend=backend,
-        max_seq_length=cfg.max_prompt_length + cfg.max_completion_length,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        fast_inference=use_vllm,
-        gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-        seed=seed,
-    )
+    loaded = load_trainable_policy(  # all but the first four arguments are Unsloth's
+        model_name, dtype, sft_adapter, backend=backend, gradient_checkpointing=cfg.gradient_checkpointing,
+        max_seq_length=cfg.max_prompt_length + cfg.max_completion_length, fast_inference=use_vllm,
+        gpu_memory_utilization=cfg.vllm_gpu_memory_utilization, seed=seed)
     model, tokenizer = loaded.model, loaded.tokenizer
     tokenizer.padding_side = "left"  # decoder-only generation pads on the left
     if cfg.training_attention is not None and not on_gpu and backend == "plain":
