@@ -46,9 +46,11 @@ def dvc_outputs() -> set[str]:
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     declared = set()
     for stage in stages.values():
+        keys = list(stage.get("foreach", [None]))  # a foreach stage declares its outputs once, per ${key}
         for kind in ("outs", "metrics", "plots"):
-            for entry in stage.get(kind, []):
-                declared.update([entry] if isinstance(entry, str) else entry)
+            for entry in stage.get("do", stage).get(kind, []):
+                for path in [entry] if isinstance(entry, str) else entry:
+                    declared.update(path.replace("${key}", key) if key else path for key in keys)
     return declared
 
 
