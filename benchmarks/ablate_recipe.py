@@ -193,6 +193,8 @@ def main() -> None:
     ap.add_argument("--model", help="base.model for every variant (default: the params file's)")
     ap.add_argument("--variant", action="append", required=True, help="name:section.key=value,... (repeatable)")
     ap.add_argument("--val-questions", type=int, default=200, help="first N validation questions")
+    ap.add_argument("--k", type=int, help="samples per validation question (default: evaluate.samples_k)")
+    ap.add_argument("--temperature", type=float, help="their temperature (default: evaluate.temperature)")
     ap.add_argument("--out", default=str(RESULTS / "ablation_val.json"))
     args = ap.parse_args()
 

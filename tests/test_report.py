@@ -46,7 +46,8 @@ def test_render_html_is_self_contained_and_escapes_model_text():
 
 def with_samples(records: list[dict], shares: list[float]) -> list[dict]:
     """Records of a sampled model: 4 samples each, `shares` of them right (strict and flexible alike)."""
-    return [r | {"samples": ["x"] * 4, "sampled_strict": s, "sampled_flexible": s} for r, s in zip(records, shares)]
+    return [r | {"samples": ["x"] * 4, "sampled_strict": s, "sampled_flexible": s}
+            for r, s in zip(records, shares, strict=True)]
 
 
 def test_render_html_tests_sampled_pass1_between_sampled_models_only():
