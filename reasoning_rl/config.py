@@ -5,6 +5,11 @@ or the profile in $REASONING_RL_PARAMS) to `load_params`, which validates every 
 (unknown keys and wrong types are errors). A profile may be partial: a missing key takes the dataclass default,
 and every default equals params.yaml's value (tests/test_config.py fails when they drift), so a profile is an
 overlay on params.yaml.
+
+Why not `transformers.HfArgumentParser.parse_dict` (or TRL's parser): it builds the dataclass without checking
+types, so YAML 1.1's `1e-4` (read as text) fails deep in `__post_init__` with "'<=' not supported between
+instances of 'str' and 'int'", and an unknown key is reported without its section or the allowed keys.
+tests/test_config.py pins both messages, ours and the parser's.
 """
 
 from __future__ import annotations

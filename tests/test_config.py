@@ -94,6 +94,7 @@ def test_params_files_validate(path):
         ("evaluate", {"num_questions": 0}, r"evaluate.num_questions \(0\)"),
         ("evaluate", {"samples_k": -1}, r"evaluate.samples_k \(-1\)"),
         ("evaluate", {"temperature": 0.0}, r"evaluate.temperature \(0.0\)"),
+        ("evaluate", {"top_p": 0.0}, r"evaluate.top_p \(0.0\) must be in \(0, 1\]"),
         ("prepare", {"val_size": 0}, r"prepare.val_size \(0\)"),
         ("base", {"dtype": "int8"}, r"base.dtype \('int8'\)"),
         ("grpo", {"vllm_importance_sampling_mode": "sequence"}, r"grpo.vllm_importance_sampling_mode \('sequence'\)"),
@@ -145,3 +146,15 @@ def test_configs_are_frozen():
 
 def test_sft_defaults_valid():
     assert SftConfig().max_steps > 0
+
+
+def test_hf_argument_parser_would_lose_the_yaml_hint():
+    """Why config.py keeps its own checks: transformers' parse_dict passes YAML 1.1's text '1e-4' through."""
+    from transformers import HfArgumentParser
+
+    from reasoning_rl.config import SftConfig
+
+    with pytest.raises(TypeError, match="not supported between instances of 'str'"):
+        HfArgumentParser(SftConfig).parse_dict({"learning_rate": "1e-4"})
+    with pytest.raises(ValueError, match=r"sft.learning_rate must be float, got str '1e-4' \(YAML 1.1"):
+        params_from_dict({"sft": {"learning_rate": "1e-4"}})
