@@ -1,6 +1,9 @@
 """Recipe ablations on the validation split (never the test split): SFT -> GRPO -> greedy evaluation per variant.
 
-Each variant is params.yaml (or --params) with a few `section.key=value` overrides. SFT adapters are shared by
+Each variant is params.yaml (or --params) with a few `section.key=value` overrides. The pseudo-section `select`
+(`select.samples=4,select.candidates=1200`) trains GRPO only on train prompts the SFT adapter solves sometimes:
+of the first `candidates` prompts in GRPO's order, those whose `samples` completions at GRPO's temperature and
+length are neither all right nor all wrong (1-shot RLVR's rule, arXiv 2504.20571). SFT adapters are shared by
 the variants whose SFT settings agree; the base model and each adapter are evaluated once, and their scores are
 cached beside the adapter under runs/ablation/. Per variant the row holds validation strict and flexible accuracy
 (Wilson 95 %), format rate, the GRPO run's mean reward, its share of groups with no reward spread (TRL's
@@ -52,9 +55,25 @@ def parse_variant(text: str) -> tuple[str, dict[str, dict]]:
     return name, overrides
 
 
+SELECT = {"samples": 0, "candidates": 1200}  # the `select` pseudo-section: off unless a variant sets samples
+
+
+def selection(overrides: dict[str, dict]) -> dict[str, int]:
+    """The variant's prompt selection (`select.*`), checked: samples >= 2 (a pass rate strictly between 0 and 1
+    needs two draws), candidates >= 1."""
+    chosen = SELECT | overrides.get("select", {})
+    if unknown := sorted(set(chosen) - set(SELECT)):
+        raise SystemExit(f"unknown select key(s) {unknown}; allowed: {sorted(SELECT)}")
+    if chosen["samples"] and (chosen["samples"] < 2 or chosen["candidates"] < 1):
+        raise SystemExit(f"select.samples ({chosen['samples']}) must be 0 (off) or >= 2, "
+                         f"select.candidates ({chosen['candidates']}) >= 1")
+    return chosen
+
+
 def apply(params: Params, overrides: dict[str, dict]) -> Params:
     """`params` with the overrides, checked as params.yaml is (a bad key or value names itself)."""
     data = {name: dataclasses.asdict(getattr(params, name)) for name in SECTIONS}
+    overrides = {section: values for section, values in overrides.items() if section != "select"}
     for section, values in overrides.items():
         if section not in data:
             raise SystemExit(f"unknown section {section!r} in a --variant; allowed: {sorted(SECTIONS)}")
@@ -112,6 +131,21 @@ def evaluate(gen, adapter: Path | None, golds: list[str], desc: str, cache: Path
     return result
 
 
+def mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+# The pre-registered rule (docs/evaluation.md, "Choosing the recipe on validation"): a variant is kept when its
+# GRPO's sampled pass@1 is >= 2.0 points above the baseline GRPO's (strict) and no more than 1.0 point below (flexible).
+KEEP_STRICT, KEEP_FLEXIBLE = 0.02, -0.01
+
+
+def keep(vs_baseline: dict) -> bool:
+    """The pre-registered verdict on a variant, from its paired comparison with the baseline (b = the variant)."""
+    return (vs_baseline["sampled_strict"]["delta"] >= KEEP_STRICT - 1e-12
+            and vs_baseline["sampled_flexible"]["delta"] >= KEEP_FLEXIBLE - 1e-12)
+
+
 def paired(a: dict, b: dict) -> dict:
     """b − a on the same questions: greedy (McNemar exact p) and sampled pass@1 (sign-flip p, bootstrap CI)."""
     from reasoning_rl.eval.metrics import mcnemar
@@ -158,27 +192,71 @@ def train_sft_adapter(params: Params, rows: list[dict], out: Path) -> None:
     write_json(out / "seconds.json", {"seconds": seconds})
 
 
-def grpo_adapter(params: Params, rows: list[dict], sft: Path) -> tuple[Path, dict]:
-    out = ROOT / f"grpo-{digest(params.base, params.sft, params.grpo)}"
-    if not (out / "adapter" / "adapter_config.json").exists():
-        in_child(train_grpo_adapter, params, rows, sft, out)
-    return out / "adapter", json.loads((out / "run.json").read_text())
-
-
-def train_grpo_adapter(params: Params, rows: list[dict], sft: Path, out: Path) -> None:
-    from reasoning_rl.train.grpo import train_grpo
-
+def grpo_order(params: Params, rows: list[dict]) -> list[dict]:
+    """The train prompts in GRPO's order (grpo.prompt_seed), cut to grpo.num_prompts: what stages/grpo.py trains on."""
     ordered = list(rows)
     random.Random(params.grpo.prompt_seed).shuffle(ordered)
-    t0 = time.perf_counter()
-    trainer, history = train_grpo(params.grpo, params.base.model, params.base.dtype, params.base.seed, ordered,
+    return ordered[: params.grpo.num_prompts] if params.grpo.num_prompts else ordered
+
+
+def mixed_prompts(params: Params, rows: list[dict], sft: Path, select: dict[str, int]) -> tuple[list[dict], dict]:
+    """Of the first `candidates` prompts in GRPO's order, those the SFT adapter solves sometimes (cached)."""
+    key = digest(params.base, params.sft) + f"-{params.grpo.prompt_seed}-{params.grpo.temperature}-" \
+        f"{params.grpo.max_completion_length}-{select['samples']}x{select['candidates']}"
+    out = ROOT / f"select-{key}"
+    if not (out / "rates.json").exists():
+        in_child(sample_pass_rates, params, grpo_order(params, rows)[: select["candidates"]], sft, select, out)
+    rates = json.loads((out / "rates.json").read_text())
+    candidates = grpo_order(params, rows)[: len(rates["rates"])]
+    kept = [r for r, rate in zip(candidates, rates["rates"], strict=True) if 0 < rate < 1]
+    all_wrong, all_right = (sum(rate == end for rate in rates["rates"]) for end in (0, 1))
+    stats = {"candidates": len(candidates), "kept": len(kept), "all_wrong": all_wrong, "all_right": all_right,
+             "tied_share_of_candidates": (all_wrong + all_right) / len(candidates),
+             "sampling_seconds": rates["seconds"]}
+    return kept, stats
+
+
+def sample_pass_rates(params: Params, candidates: list[dict], sft: Path, select: dict[str, int], out: Path) -> None:
+    """Each candidate's share of right completions (the correctness reward's rule) over `samples` draws from the
+    SFT adapter at GRPO's temperature and completion length."""
+    from reasoning_rl.eval.generation import ModelGenerator
+    from reasoning_rl.eval.paired import sampled_shares
+    from reasoning_rl.model.engine import resolve_engine
+
+    gen = ModelGenerator(params.base.model, params.base.dtype, params.base.seed, resolve_engine(params.base.engine),
+                         [r["prompt"] for r in candidates], max_new_tokens=params.grpo.max_completion_length)
+    gen.load(sft)
+    per_prompt, seconds = gen.sampled(select["samples"], params.grpo.temperature, 64, "select: SFT pass rates")
+    gen.close()
+    shares = sampled_shares([[g.text for g in q] for q in per_prompt], [r["answer"] for r in candidates])
+    write_json(out / "rates.json", {"rates": shares["strict"], "seconds": seconds,
+                                    "ids": [r["id"] for r in candidates]})
+
+
+def grpo_adapter(params: Params, rows: list[dict], sft: Path, select: dict[str, int]) -> tuple[Path, dict]:
+    """GRPO from `sft` on the train prompts in GRPO's order, or on the mixed prompts when `select` is on."""
+    stats = None
+    prompts = grpo_order(params, rows)
+    if select["samples"]:
+        prompts, stats = mixed_prompts(params, rows, sft, select)
+    suffix = f"-select{select['samples']}x{select['candidates']}" if select["samples"] else ""
+    out = ROOT / f"grpo-{digest(params.base, params.sft, params.grpo)}{suffix}"
+    if not (out / "adapter" / "adapter_config.json").exists():
+        in_child(train_grpo_adapter, params, prompts, sft, out)
+    return out / "adapter", json.loads((out / "run.json").read_text()) | {"selection": stats}
+
+
+def train_grpo_adapter(params: Params, prompts: list[dict], sft: Path, out: Path) -> None:
+    from reasoning_rl.train.callbacks import seconds_per_step
+    from reasoning_rl.train.grpo import train_grpo
+
+    trainer, history = train_grpo(params.grpo, params.base.model, params.base.dtype, params.base.seed, prompts,
                                   sft, out / "checkpoints", backend=params.base.backend,
                                   generation_engine=params.base.engine)
-    seconds = time.perf_counter() - t0
     trainer.model.save_pretrained(out / "adapter", safe_serialization=True)
     steps = [h for h in history.history if "reward" in h]
     run = {
-        "seconds_per_step": seconds / max(1, trainer.state.global_step),
+        "seconds_per_step": seconds_per_step(history.history),  # TRL's step times
         "reward_per_step": [h["reward"] for h in steps],
         "no_signal_per_step": [h.get("frac_reward_zero_std") for h in steps],
         "correctness_per_step": [h.get("rewards/correctness/mean") for h in steps],
@@ -195,6 +273,7 @@ def main() -> None:
     ap.add_argument("--val-questions", type=int, default=200, help="first N validation questions")
     ap.add_argument("--k", type=int, help="samples per validation question (default: evaluate.samples_k)")
     ap.add_argument("--temperature", type=float, help="their temperature (default: evaluate.temperature)")
+    ap.add_argument("--baseline", default="baseline", help="the variant the others are judged against")
     ap.add_argument("--out", default=str(RESULTS / "ablation_val.json"))
     args = ap.parse_args()
 
@@ -204,16 +283,17 @@ def main() -> None:
     if args.model:
         params = apply(params, {"base": {"model": args.model}})
     variants = [parse_variant(v) for v in args.variant]
-    planned = [(name, apply(params, ov), ov) for name, ov in variants]  # every override checked before training
+    # every override checked before training
+    planned = [(name, apply(params, ov), ov, selection(ov)) for name, ov in variants]
 
     train = read_records(paths.TRAIN)
     val = read_records(paths.VAL)[: args.val_questions]
     golds = [r["answer"] for r in val]
 
     trained = []
-    for name, p, ov in planned:
+    for name, p, ov, select in planned:
         sft, sft_seconds = sft_adapter(p, train)
-        grpo, run = grpo_adapter(p, train, sft)
+        grpo, run = grpo_adapter(p, train, sft, select)
         trained.append((name, p, ov, sft, sft_seconds, grpo, run))
 
     k = params.evaluate.samples_k if args.k is None else args.k
@@ -233,10 +313,16 @@ def main() -> None:
             "grpo_no_signal_mean": sum(no_signal) / len(no_signal) if no_signal else None,
             "no_signal_per_step": run["no_signal_per_step"], "reward_per_step": run["reward_per_step"],
             "val": {"sft": cache[sft], "grpo": cache[grpo]},
-            "val_sft_vs_grpo": paired(cache[sft], cache[grpo]),
+            "val_sft_vs_grpo": paired(cache[sft], cache[grpo]), "selection": run.get("selection"),
+            "no_signal_first10": mean(no_signal[:10]), "no_signal_last10": mean(no_signal[-10:]),
             "val_base_vs_sft_flexible_p": paired(cache[None], cache[sft])["flexible"]["p"],
         })
     gen.close()
+    baseline = next((r for r in rows if r["variant"] == args.baseline), None)
+    for r in rows:
+        if baseline is not None and r is not baseline and "sampled_strict" in r["val"]["grpo"]:
+            r["vs_baseline"] = paired(baseline["val"]["grpo"], r["val"]["grpo"])
+            r["keep"] = keep(r["vs_baseline"])
     out = {"command": "python -m benchmarks.ablate_recipe " + " ".join(f"--variant '{v}'" for v in args.variant)
            + (f" --model {args.model}" if args.model else "") + f" --val-questions {args.val_questions}"
            + f" --k {k} --temperature {temperature}",
@@ -249,12 +335,19 @@ def main() -> None:
 def table(result: dict) -> str:
     """The validation table: sampled pass@1 (strict, flexible) of SFT and GRPO, the paired delta, greedy beside."""
     b = result["base"]
-    lines = ["| variant | SFT pass@1 strict | GRPO pass@1 strict | delta strict [95 % CI] | p | delta flexible "
-             "| GRPO greedy strict | GRPO format | no-signal groups | s/step |", "|---" * 10 + "|",
-             f"| base (greedy only) | | | | | | {b['accuracy']:.1%} | {b['format_rate']:.1%} | | |"]
+    lines = ["| variant | SFT pass@1 strict | GRPO pass@1 strict | SFT->GRPO strict [95 % CI] | p | SFT->GRPO flexible "
+             "| GRPO greedy strict | GRPO format | tied groups, first/last 10 steps | s/step | vs baseline strict "
+             "[95 % CI], flexible | kept |", "|---" * 12 + "|",
+             f"| base (greedy only) | | | | | | {b['accuracy']:.1%} | {b['format_rate']:.1%} | | | | |"]
     for r in result["variants"]:
         s, g, pair = r["val"]["sft"], r["val"]["grpo"], r["val_sft_vs_grpo"]
-        ns = "" if r["grpo_no_signal_mean"] is None else f"{r['grpo_no_signal_mean']:.0%}"
+        first, last = r.get("no_signal_first10"), r.get("no_signal_last10")
+        ns = "" if first is None else f"{first:.0%} / {last:.0%}"
+        vs, kept = "", ""
+        if "vs_baseline" in r:
+            st, fl = r["vs_baseline"]["sampled_strict"], r["vs_baseline"]["sampled_flexible"]
+            vs = f"{st['delta']:+.1%} [{st['ci_low']:+.1%}, {st['ci_high']:+.1%}], {fl['delta']:+.1%}"
+            kept = "yes" if r["keep"] else "no"
         if "sampled_strict" in pair:
             st, fl = pair["sampled_strict"], pair["sampled_flexible"]
             sampled = (f"{s['pass1_strict']:.1%} | {g['pass1_strict']:.1%} | {st['delta']:+.1%} "
@@ -262,7 +355,7 @@ def table(result: dict) -> str:
         else:
             sampled = " | | | | "
         lines.append(f"| {r['variant']} | {sampled} | {g['accuracy']:.1%} | {g['format_rate']:.1%} | {ns} "
-                     f"| {r['grpo_seconds_per_step']} |")
+                     f"| {r['grpo_seconds_per_step']} | {vs} | {kept} |")
     return "\n".join(lines)
 
 

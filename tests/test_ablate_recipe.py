@@ -33,6 +33,30 @@ def test_table_shows_the_sampled_delta():
     pair = {"sampled_strict": {"delta": 0.03, "ci_low": 0.01, "ci_high": 0.05, "p": 0.004},
             "sampled_flexible": {"delta": 0.02}}
     row = {"variant": "default", "val": {"sft": model, "grpo": model | {"pass1_strict": 0.23}},
-           "val_sft_vs_grpo": pair, "grpo_no_signal_mean": 0.4, "grpo_seconds_per_step": 50.0}
+           "val_sft_vs_grpo": pair, "no_signal_first10": 0.2, "no_signal_last10": 0.6, "grpo_seconds_per_step": 50.0}
     line = table({"base": model, "variants": [row]}).splitlines()[-1]
     assert line.startswith("| default | 20.0% | 23.0% | +3.0% [+1.0%, +5.0%] | 0.004 | +2.0% |")
+
+
+@pytest.mark.parametrize(("strict", "flexible", "kept"), [
+    (0.02, -0.01, True),  # exactly at both bounds of the pre-registered rule
+    (0.0199, 0.0, False),  # under 2 points strict
+    (0.05, -0.0101, False),  # maths traded for format
+])
+def test_keep_applies_the_preregistered_rule(strict, flexible, kept):
+    from benchmarks.ablate_recipe import keep
+
+    assert keep({"sampled_strict": {"delta": strict}, "sampled_flexible": {"delta": flexible}}) is kept
+
+
+def test_select_pseudo_section_is_checked():
+    from benchmarks.ablate_recipe import selection
+
+    assert selection(parse_variant("mixed:select.samples=4")[1]) == {"samples": 4, "candidates": 1200}
+    with pytest.raises(SystemExit, match=r"select.samples \(1\) must be 0 \(off\) or >= 2"):
+        selection(parse_variant("x:select.samples=1")[1])
+
+
+def test_select_pseudo_section_leaves_params_alone():
+    params = apply(Params(), parse_variant("mixed:select.samples=4,grpo.beta=0.1")[1])
+    assert params.grpo.beta == 0.1
