@@ -76,3 +76,46 @@ def test_tracked_files_name_no_machine_paths_or_index_hosts():
             if MACHINE_PATH.search(line) or INDEX_HOST.search(line):
                 leaks.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()[:120]}")
     assert not leaks, "committed files name machine paths or index hosts:\n" + "\n".join(leaks)
+
+
+def import_cycle(root: Path = ROOT) -> list[str] | None:
+    """A cycle in the library's module-level import graph (`reasoning_rl` importing itself round), or None.
+
+    Imports inside functions count too: a lazy import that closes a circle still ties the two modules together.
+    """
+    from scripts.stage_deps import imported_modules, module_file
+
+    graph: dict[Path, set[Path]] = {}
+    for path in sorted((root / "reasoning_rl").rglob("*.py")):
+        found = {module_file(m, root) for m in imported_modules(path) if m.startswith("reasoning_rl")}
+        graph[path] = {f for f in found if f is not None and f != path and f.name != "__init__.py"}
+    state: dict[Path, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(node: Path, trail: list[Path]) -> list[Path] | None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return trail[trail.index(nxt):] + [nxt] if nxt in trail else [node, nxt]
+            if nxt not in state and (cycle := visit(nxt, [*trail, nxt])):
+                return cycle
+        state[node] = 2
+        return None
+
+    for start in graph:
+        if start not in state and (cycle := visit(start, [start])):
+            return [p.relative_to(root).as_posix() for p in cycle]
+    return None
+
+
+def test_library_has_no_import_cycle():
+    assert import_cycle() is None
+
+
+def test_import_cycle_is_found(tmp_path):
+    """The check itself can fail: two modules importing each other are reported."""
+    package = tmp_path / "reasoning_rl"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from reasoning_rl.b import f\n")
+    (package / "b.py").write_text("def f():\n    from reasoning_rl.a import g\n")
+    assert import_cycle(tmp_path) == ["reasoning_rl/a.py", "reasoning_rl/b.py", "reasoning_rl/a.py"]
