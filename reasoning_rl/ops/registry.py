@@ -42,7 +42,7 @@ class PipelineRow:
     run_id: str  # the parent (pipeline) run
     name: str
     start_time: int  # ms since epoch
-    evaluate_run_id: str
+    report_run_id: str  # the report stage run holding every evaluated model's metrics
     question_set: str | None
     questions: int | None
     accuracy: dict[str, float] = field(default_factory=dict)  # model -> strict accuracy (the reward parser)
@@ -107,7 +107,7 @@ def pipeline_rows(experiment: str | None = None, tracking_uri: str | None = None
                 run_id=parent.info.run_id,
                 name=parent.info.run_name,
                 start_time=parent.info.start_time,
-                evaluate_run_id=ev.info.run_id,
+                report_run_id=ev.info.run_id,
                 question_set=tags.get("eval_question_set"),
                 questions=int(questions) if questions else None,
                 accuracy={m: metrics[f"{m}/accuracy"] for m in MODELS if f"{m}/accuracy" in metrics},
