@@ -88,19 +88,20 @@ def digest(*objs) -> str:
                                      default=str).encode()).hexdigest()[:10]
 
 
-def val_generator(params: Params, val: list[dict], k: int, temperature: float):
-    """The generator for the validation questions `val` (base.model, evaluate.max_new_tokens), the file name its
-    scores are cached under beside each adapter, and the base model's cache file."""
+def val_tag(params: Params, val: list[dict], k: int, temperature: float) -> str:
+    """The file name validation scores are cached under beside each adapter: they depend on these, not on the
+    variant."""
+    return f"val{len(val)}-{params.evaluate.max_new_tokens}tok-k{k}-t{temperature}.json"
+
+
+def val_generator(params: Params, val: list[dict]):
+    """The generator for the validation questions `val` (base.model, evaluate.max_new_tokens)."""
     from reasoning_rl.eval.generation import ModelGenerator
     from reasoning_rl.model.engine import resolve_engine
     from reasoning_rl.task.gsm8k import build_prompt
 
-    gen = ModelGenerator(params.base.model, params.base.dtype, params.base.seed, resolve_engine(params.base.engine),
-                         [build_prompt(r["question"]) for r in val], max_new_tokens=params.evaluate.max_new_tokens)
-    # the scores depend on these, not on the variant
-    tag = f"val{len(val)}-{params.evaluate.max_new_tokens}tok-k{k}-t{temperature}.json"
-    base_dir = ROOT / f"base-{hashlib.sha256(params.base.model.encode()).hexdigest()[:10]}"
-    return gen, tag, base_dir / tag
+    return ModelGenerator(params.base.model, params.base.dtype, params.base.seed, resolve_engine(params.base.engine),
+                          [build_prompt(r["question"]) for r in val], max_new_tokens=params.evaluate.max_new_tokens)
 
 
 def evaluate(gen, adapter: Path | None, golds: list[str], desc: str, cache: Path, k: int,
@@ -288,48 +289,67 @@ def main() -> None:
 
     train = read_records(paths.TRAIN)
     val = read_records(paths.VAL)[: args.val_questions]
-    golds = [r["answer"] for r in val]
+    k = params.evaluate.samples_k if args.k is None else args.k
+    temperature = params.evaluate.temperature if args.temperature is None else args.temperature
+    command = ("python -m benchmarks.ablate_recipe " + " ".join(f"--variant '{v}'" for v in args.variant)
+               + (f" --model {args.model}" if args.model else "") + f" --val-questions {args.val_questions}"
+               + f" --k {k} --temperature {temperature}")
+    tag = val_tag(params, val, k, temperature)
+    base_cache = ROOT / f"base-{hashlib.sha256(params.base.model.encode()).hexdigest()[:10]}" / tag
+    in_child(evaluate_all, params, val, [(None, "base", base_cache)], k, temperature)
+    base = json.loads(base_cache.read_text())
 
-    trained = []
+    # One variant at a time, evaluated as soon as it is trained, the results file rewritten after each: an
+    # interrupted search keeps its finished variants, and a rerun resumes an unfinished GRPO from its checkpoints.
+    rows = []
     for name, p, ov, select in planned:
         sft, sft_seconds = sft_adapter(p, train)
         grpo, run = grpo_adapter(p, train, sft, select)
-        trained.append((name, p, ov, sft, sft_seconds, grpo, run))
+        adapters = {"sft": sft, "grpo": grpo}
+        in_child(evaluate_all, params, val, [(a, f"{name} {kind}", a.parent / tag) for kind, a in adapters.items()],
+                 k, temperature)
+        scores = {kind: json.loads((a.parent / tag).read_text()) for kind, a in adapters.items()}
+        rows.append(variant_row(name, ov, sft_seconds, run, scores, base))
+        judge(rows, args.baseline)
+        out = {"command": command, "split": f"validation (first {len(val)} of data/prepared/val.jsonl)",
+               "model": params.base.model, "base": base, "variants": rows}
+        write_json(Path(args.out), out)
+        print(table(out), flush=True)
 
-    k = params.evaluate.samples_k if args.k is None else args.k
-    temperature = params.evaluate.temperature if args.temperature is None else args.temperature
-    gen, tag, base_cache = val_generator(params, val, k, temperature)
-    cache: dict[Path | None, dict] = {None: evaluate(gen, None, golds, "base", base_cache, k, temperature)}
-    rows = []
-    for name, _p, ov, sft, sft_seconds, grpo, run in trained:
-        for adapter, desc in ((sft, f"{name} sft"), (grpo, f"{name} grpo")):
-            if adapter not in cache:
-                cache[adapter] = evaluate(gen, adapter, golds, desc, adapter.parent / tag, k, temperature)
-        no_signal = [x for x in run["no_signal_per_step"] if x is not None]
-        rows.append({
-            "variant": name, "overrides": ov, "sft_seconds": round(sft_seconds, 1),
-            "grpo_seconds_per_step": round(run["seconds_per_step"], 1),
-            "grpo_mean_reward": sum(run["reward_per_step"]) / max(1, len(run["reward_per_step"])),
-            "grpo_no_signal_mean": sum(no_signal) / len(no_signal) if no_signal else None,
-            "no_signal_per_step": run["no_signal_per_step"], "reward_per_step": run["reward_per_step"],
-            "val": {"sft": cache[sft], "grpo": cache[grpo]},
-            "val_sft_vs_grpo": paired(cache[sft], cache[grpo]), "selection": run.get("selection"),
-            "no_signal_first10": mean(no_signal[:10]), "no_signal_last10": mean(no_signal[-10:]),
-            "val_base_vs_sft_flexible_p": paired(cache[None], cache[sft])["flexible"]["p"],
-        })
+
+def evaluate_all(params: Params, val: list[dict], jobs: list[tuple[Path | None, str, Path]], k: int,
+                 temperature: float) -> None:
+    """Validation scores of each (adapter, description, cache file) not yet cached, in one process and engine."""
+    todo = [job for job in jobs if not job[2].exists()]
+    if not todo:
+        return
+    gen = val_generator(params, val)
+    for adapter, desc, cache in todo:
+        evaluate(gen, adapter, [r["answer"] for r in val], desc, cache, k, temperature)
     gen.close()
-    baseline = next((r for r in rows if r["variant"] == args.baseline), None)
+
+
+def variant_row(name: str, ov: dict, sft_seconds: float, run: dict, scores: dict, base: dict) -> dict:
+    no_signal = [x for x in run["no_signal_per_step"] if x is not None]
+    return {
+        "variant": name, "overrides": ov, "sft_seconds": round(sft_seconds, 1),
+        "grpo_seconds_per_step": round(run["seconds_per_step"], 1),
+        "grpo_mean_reward": sum(run["reward_per_step"]) / max(1, len(run["reward_per_step"])),
+        "grpo_no_signal_mean": sum(no_signal) / len(no_signal) if no_signal else None,
+        "no_signal_per_step": run["no_signal_per_step"], "reward_per_step": run["reward_per_step"],
+        "val": scores, "val_sft_vs_grpo": paired(scores["sft"], scores["grpo"]), "selection": run.get("selection"),
+        "no_signal_first10": mean(no_signal[:10]), "no_signal_last10": mean(no_signal[-10:]),
+        "val_base_vs_sft_flexible_p": paired(base, scores["sft"])["flexible"]["p"],
+    }
+
+
+def judge(rows: list[dict], baseline_name: str) -> None:
+    """Each variant's pre-registered verdict against the baseline variant (once the baseline has run)."""
+    baseline = next((r for r in rows if r["variant"] == baseline_name), None)
     for r in rows:
         if baseline is not None and r is not baseline and "sampled_strict" in r["val"]["grpo"]:
             r["vs_baseline"] = paired(baseline["val"]["grpo"], r["val"]["grpo"])
             r["keep"] = keep(r["vs_baseline"])
-    out = {"command": "python -m benchmarks.ablate_recipe " + " ".join(f"--variant '{v}'" for v in args.variant)
-           + (f" --model {args.model}" if args.model else "") + f" --val-questions {args.val_questions}"
-           + f" --k {k} --temperature {temperature}",
-           "split": f"validation (first {len(val)} of data/prepared/val.jsonl)", "model": params.base.model,
-           "base": cache[None], "variants": rows}
-    write_json(Path(args.out), out)
-    print(table(out))
 
 
 def table(result: dict) -> str:
