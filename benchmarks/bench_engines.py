@@ -3,6 +3,8 @@ evaluate stage's workload and for GRPO's sampling.
 
 Run: python -m benchmarks.bench_engines                       # all of it (about 75 min on 2 idle cores)
      python -m benchmarks.bench_engines --grpo-steps 0        # evaluation only
+     python -m benchmarks.bench_engines --eval-models '' --grpo-steps 0 --served-gap models/sft/adapter=128 \
+         --out benchmarks/results/served_gap.json             # served adapter against base weights
 Writes benchmarks/results/engine_speed.json and prints two markdown tables.
 
 Evaluation: each model's base weights answer the first N GSM8K test questions greedily with the evaluate stage's
@@ -19,9 +21,11 @@ Reward per step is compared step by step with a paired t-test (the variants see 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -63,6 +67,103 @@ def eval_speed(model: str, questions: int, batch_size: int, max_new_tokens: int,
     return out
 
 
+def served_gap(model: str, adapter: Path, questions: int, max_new_tokens: int, k: int, temperature: float,
+               dtype: str, seed: int, data_dir: str) -> dict:
+    """Where a served adapter's decoding loses time against the base weights', on the same questions.
+
+    Every arm decodes exactly `max_new_tokens` per question (EOS ignored), so the arms do the same work:
+    the base weights on evaluate@base's engine (no LoRA support), the LoRA engine serving no adapter (the cost of
+    LoRA support alone), and the LoRA engine serving `adapter` (what evaluate@sft/grpo run), with the seconds
+    spent inside the LoRA products (served_lora's `add_lora_linear`/`add_lora_logits`) and the per-step
+    metadata update timed. A last arm samples k per question as evaluate does (EOS kept), with vLLM's prefix
+    cache counters: whether the k samples of a question share its prompt's prefill.
+    """
+    from vllm import SamplingParams
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    from reasoning_rl.model import served_lora
+    from reasoning_rl.model.loading import load_tokenizer, pick_dtype, resolve_model_path
+
+    tokenizer = load_tokenizer(model)
+    prompts = [e.prompt() for e in load_gsm8k(data_dir, "test")[:questions]]
+    ids = [{"prompt_token_ids": tokenizer.apply_chat_template(p, tokenize=True, add_generation_prompt=True,
+                                                              return_dict=False)} for p in prompts]
+    longest = max(len(i["prompt_token_ids"]) for i in ids)
+    fixed = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, ignore_eos=True)
+    timers = {"add_lora_linear": 0.0, "add_lora_logits": 0.0, "update_metadata": 0.0}
+
+    def timed(name):
+        inner = getattr(PunicaWrapperCPU, name)
+
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                timers[name] += time.perf_counter() - t0
+        return wrapper
+
+    def run_arm(llm, params, desc, lora_request=None) -> dict:
+        for name in timers:
+            timers[name] = 0.0
+        t0 = time.perf_counter()
+        outs = llm.generate(ids, params, lora_request=lora_request, use_tqdm=True)
+        seconds = time.perf_counter() - t0
+        tokens = sum(len(c.token_ids) for o in outs for c in o.outputs)
+        row = {"tokens": tokens, "seconds": round(seconds, 1), "tok_s": round(tokens / seconds, 1)}
+        print(f"{desc}: {tokens} tokens in {seconds:.1f} s = {tokens / seconds:.0f} tok/s", flush=True)
+        return row
+
+    start = dict(model_path=resolve_model_path(model), dtype=pick_dtype(dtype), seed=seed,
+                 max_model_len=longest + max_new_tokens)
+    out: dict = {"model": model, "adapter": str(adapter), "questions": len(ids), "max_new_tokens": max_new_tokens}
+    llm = engine.start_vllm(**start)
+    out["base_weights"] = run_arm(llm, fixed, "base weights, no LoRA support")
+    engine.close_vllm(llm)
+    del llm
+
+    rank = served_lora.adapter_rank(adapter)
+    # stats on for the prefix-cache counters (vLLM's LLM turns them off by default)
+    llm = engine.start_vllm(**start, **served_lora.engine_kwargs(rank), disable_log_stats=False)
+    installed = {name: getattr(PunicaWrapperCPU, name) for name in timers}  # engine_kwargs' one-adapter ops
+    for name in timers:
+        setattr(PunicaWrapperCPU, name, timed(name))
+    served = served_lora.ServedLLM(llm, rank)
+    out["lora_support_no_adapter"] = run_arm(llm, fixed, "LoRA engine, no adapter")
+    served.serve(adapter)
+    out["adapter_served"] = run_arm(llm, fixed, "LoRA engine, adapter served", served.request)
+    out["adapter_served"] |= {f"{name}_seconds": round(v, 1) for name, v in timers.items()}
+
+    def prefix_counters() -> dict:
+        wanted = {"vllm:prefix_cache_queries": "queries", "vllm:prefix_cache_hits": "hits"}
+        return {wanted[m.name]: getattr(m, "value", 0) for m in llm.get_metrics() if m.name in wanted}
+
+    before = prefix_counters()
+    sampled = SamplingParams(n=k, temperature=temperature, max_tokens=max_new_tokens,
+                             stop_token_ids=[tokenizer.eos_token_id])
+    out["adapter_sampled"] = run_arm(llm, sampled, f"adapter served, {k} samples at T {temperature}", served.request)
+    after = prefix_counters()
+    out["adapter_sampled"] |= {"k": k, "temperature": temperature,
+                               "prefix_cache_query_tokens": after.get("queries", 0) - before.get("queries", 0),
+                               "prefix_cache_hit_tokens": after.get("hits", 0) - before.get("hits", 0),
+                               "prompt_tokens": k * sum(len(i["prompt_token_ids"]) for i in ids)}
+    served.close()
+    engine.close_vllm(llm)
+    for name, op in installed.items():
+        setattr(PunicaWrapperCPU, name, op)
+    base, none, adapted = out["base_weights"], out["lora_support_no_adapter"], out["adapter_served"]
+    lora_ops = adapted["add_lora_linear_seconds"] + adapted["add_lora_logits_seconds"]
+    out["gap"] = {
+        "served_vs_base_speed": round(adapted["tok_s"] / base["tok_s"], 3),
+        "total_seconds": round(adapted["seconds"] - base["seconds"], 1),
+        "lora_support_seconds": round(none["seconds"] - base["seconds"], 1),
+        "adapter_seconds": round(adapted["seconds"] - none["seconds"], 1),
+        "lora_products_seconds": round(lora_ops, 1),
+        "metadata_seconds": adapted["update_metadata_seconds"],
+    }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eval-models", default="embedded:SmolLM2-135M-Instruct=1319",
@@ -74,6 +175,8 @@ def main() -> None:
     parser.add_argument("--sft-adapter", default=str(paths.adapter_dir("sft")),
                         help="SmolLM2-135M SFT adapter the GRPO variants start from (default: the sft stage's, "
                              "which is SmolLM2's only under the smoke profile)")
+    parser.add_argument("--served-gap", metavar="ADAPTER=N",
+                        help="served adapter against base weights on the first N test questions (params.yaml's model)")
     parser.add_argument("--note", default="", help="stored with the result (e.g. whether the CPU was idle)")
     parser.add_argument("--out", default=str(RESULTS / "engine_speed.json"))
     args = parser.parse_args()
@@ -90,6 +193,14 @@ def main() -> None:
         result["eval"][model] = eval_speed(model, int(n or 128), ev.batch_size, ev.max_new_tokens, params.base.dtype,
                                            params.base.seed, params.prepare.data_dir)
         write_json(Path(args.out), result)  # keep what is done if a later part fails
+
+    if args.served_gap:
+        adapter, _, n = args.served_gap.partition("=")
+        result["served_gap"] = served_gap(params.base.model, Path(adapter), int(n or 128), ev.max_new_tokens,
+                                          ev.samples_k, ev.temperature, params.base.dtype, params.base.seed,
+                                          params.prepare.data_dir)
+        write_json(Path(args.out), result)
+        print(json.dumps(result["served_gap"]["gap"]))
 
     if args.grpo_steps:
         from benchmarks import bench_grpo_cpu
