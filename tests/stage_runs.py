@@ -18,7 +18,6 @@ TINY = {
     # 4 steps, a checkpoint every 2: one checkpoint to resume from, and steps after it to redo.
     "sft": {"num_examples": 16, "max_steps": 4, "save_steps": 2, "logging_steps": 1,
             "per_device_train_batch_size": 2, "max_length": 192, "lora_r": 4, "lora_alpha": 8},
-    "select": {"samples": 0},  # GRPO's prompts in order, no SFT sampling (SmolLM2 solves next to nothing)
     # 2 prompts x 2 generations of at most 12 tokens per step: seconds per step, rewards still computed.
     "grpo": {"max_steps": 4, "save_steps": 2, "logging_steps": 1, "num_generations": 2,
              "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "max_completion_length": 12,
