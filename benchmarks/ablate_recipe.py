@@ -1,9 +1,8 @@
 """Recipe ablations on the validation split (never the test split): SFT -> GRPO -> greedy evaluation per variant.
 
-Each variant is params.yaml (or --params) with a few `section.key=value` overrides. The pseudo-section `select`
-(`select.samples=4,select.candidates=1200`) trains GRPO only on train prompts the SFT adapter solves sometimes:
-of the first `candidates` prompts in GRPO's order, those whose `samples` completions at GRPO's temperature and
-length are neither all right nor all wrong (1-shot RLVR's rule, arXiv 2504.20571). SFT adapters are shared by
+Each variant is params.yaml (or --params) with a few `section.key=value` overrides. `select.samples=0` trains GRPO
+on every train prompt; `select.samples=4` only on those the SFT adapter solves sometimes, as the select stage does
+(reasoning_rl/train/prompts.py; the selection is cached per SFT adapter). SFT adapters are shared by
 the variants whose SFT settings agree; the base model and each adapter are evaluated once, and their scores are
 cached beside the adapter under runs/ablation/. Per variant the row holds validation strict and flexible accuracy
 (Wilson 95 %), format rate, the GRPO run's mean reward, its share of groups with no reward spread (TRL's
@@ -31,6 +30,7 @@ from benchmarks import RESULTS
 from reasoning_rl import paths
 from reasoning_rl.config import SECTIONS, Params, load_params, params_from_dict
 from reasoning_rl.files import write_json
+from reasoning_rl.train.prompts import grpo_order, keep_mixed
 
 ROOT = Path("runs/ablation")
 
@@ -55,25 +55,9 @@ def parse_variant(text: str) -> tuple[str, dict[str, dict]]:
     return name, overrides
 
 
-SELECT = {"samples": 0, "candidates": 1200}  # the `select` pseudo-section: off unless a variant sets samples
-
-
-def selection(overrides: dict[str, dict]) -> dict[str, int]:
-    """The variant's prompt selection (`select.*`), checked: samples >= 2 (a pass rate strictly between 0 and 1
-    needs two draws), candidates >= 1."""
-    chosen = SELECT | overrides.get("select", {})
-    if unknown := sorted(set(chosen) - set(SELECT)):
-        raise SystemExit(f"unknown select key(s) {unknown}; allowed: {sorted(SELECT)}")
-    if chosen["samples"] and (chosen["samples"] < 2 or chosen["candidates"] < 1):
-        raise SystemExit(f"select.samples ({chosen['samples']}) must be 0 (off) or >= 2, "
-                         f"select.candidates ({chosen['candidates']}) >= 1")
-    return chosen
-
-
 def apply(params: Params, overrides: dict[str, dict]) -> Params:
     """`params` with the overrides, checked as params.yaml is (a bad key or value names itself)."""
     data = {name: dataclasses.asdict(getattr(params, name)) for name in SECTIONS}
-    overrides = {section: values for section, values in overrides.items() if section != "select"}
     for section, values in overrides.items():
         if section not in data:
             raise SystemExit(f"unknown section {section!r} in a --variant; allowed: {sorted(SECTIONS)}")
@@ -193,54 +177,45 @@ def train_sft_adapter(params: Params, rows: list[dict], out: Path) -> None:
     write_json(out / "seconds.json", {"seconds": seconds})
 
 
-def grpo_order(params: Params, rows: list[dict]) -> list[dict]:
-    """The train prompts in GRPO's order (grpo.prompt_seed), cut to grpo.num_prompts: what stages/grpo.py trains on."""
-    ordered = list(rows)
-    random.Random(params.grpo.prompt_seed).shuffle(ordered)
-    return ordered[: params.grpo.num_prompts] if params.grpo.num_prompts else ordered
+def ordered_prompts(params: Params, rows: list[dict]) -> list[dict]:
+    """The train prompts in GRPO's order, cut to grpo.num_prompts: what the select stage starts from."""
+    return grpo_order(rows, params.grpo.prompt_seed, params.grpo.num_prompts)
 
 
-def mixed_prompts(params: Params, rows: list[dict], sft: Path, select: dict[str, int]) -> tuple[list[dict], dict]:
-    """Of the first `candidates` prompts in GRPO's order, those the SFT adapter solves sometimes (cached)."""
+def mixed_prompts(params: Params, rows: list[dict], sft: Path) -> tuple[list[dict], dict]:
+    """Of the first select.candidates prompts in GRPO's order, those the SFT adapter solves sometimes (the select
+    stage's rule; the pass rates are cached per SFT adapter and sampling setting)."""
+    select = params.select
     key = digest(params.base, params.sft) + f"-{params.grpo.prompt_seed}-{params.grpo.temperature}-" \
-        f"{params.grpo.max_completion_length}-{select['samples']}x{select['candidates']}"
+        f"{params.grpo.max_completion_length}-{select.samples}x{select.candidates}"
     out = ROOT / f"select-{key}"
     if not (out / "rates.json").exists():
-        in_child(sample_pass_rates, params, grpo_order(params, rows)[: select["candidates"]], sft, select, out)
+        in_child(sample_pass_rates, params, ordered_prompts(params, rows)[: select.candidates], sft, out)
     rates = json.loads((out / "rates.json").read_text())
-    candidates = grpo_order(params, rows)[: len(rates["rates"])]
-    kept = [r for r, rate in zip(candidates, rates["rates"], strict=True) if 0 < rate < 1]
-    all_wrong, all_right = (sum(rate == end for rate in rates["rates"]) for end in (0, 1))
-    stats = {"candidates": len(candidates), "kept": len(kept), "all_wrong": all_wrong, "all_right": all_right,
-             "tied_share_of_candidates": (all_wrong + all_right) / len(candidates),
-             "sampling_seconds": rates["seconds"]}
-    return kept, stats
+    selection = keep_mixed(ordered_prompts(params, rows)[: len(rates["rates"])], rates["rates"])
+    return selection.kept, selection.stats() | {"sampling_seconds": rates["seconds"]}
 
 
-def sample_pass_rates(params: Params, candidates: list[dict], sft: Path, select: dict[str, int], out: Path) -> None:
-    """Each candidate's share of right completions (the correctness reward's rule) over `samples` draws from the
-    SFT adapter at GRPO's temperature and completion length."""
-    from reasoning_rl.eval.generation import ModelGenerator
-    from reasoning_rl.eval.paired import sampled_shares
+def sample_pass_rates(params: Params, candidates: list[dict], sft: Path, out: Path) -> None:
+    """The candidates' SFT pass rates as the select stage computes them, written to `out`/rates.json."""
     from reasoning_rl.model.engine import resolve_engine
+    from reasoning_rl.train.prompts import sft_pass_rates
 
-    gen = ModelGenerator(params.base.model, params.base.dtype, params.base.seed, resolve_engine(params.base.engine),
-                         [r["prompt"] for r in candidates], max_new_tokens=params.grpo.max_completion_length)
-    gen.load(sft)
-    per_prompt, seconds = gen.sampled(select["samples"], params.grpo.temperature, 64, "select: SFT pass rates")
-    gen.close()
-    shares = sampled_shares([[g.text for g in q] for q in per_prompt], [r["answer"] for r in candidates])
-    write_json(out / "rates.json", {"rates": shares["strict"], "seconds": seconds,
-                                    "ids": [r["id"] for r in candidates]})
+    b, g = params.base, params.grpo
+    rates, seconds = sft_pass_rates(candidates, b.model, b.dtype, b.seed, resolve_engine(b.engine), sft,
+                                    params.select.samples, g.temperature, g.max_completion_length,
+                                    params.select.batch_size)
+    write_json(out / "rates.json", {"rates": rates, "seconds": seconds, "ids": [r["id"] for r in candidates]})
 
 
-def grpo_adapter(params: Params, rows: list[dict], sft: Path, select: dict[str, int]) -> tuple[Path, dict]:
-    """GRPO from `sft` on the train prompts in GRPO's order, or on the mixed prompts when `select` is on."""
+def grpo_adapter(params: Params, rows: list[dict], sft: Path) -> tuple[Path, dict]:
+    """GRPO from `sft` on the train prompts in GRPO's order, or on the mixed prompts when select.samples > 0."""
     stats = None
-    prompts = grpo_order(params, rows)
-    if select["samples"]:
-        prompts, stats = mixed_prompts(params, rows, sft, select)
-    suffix = f"-select{select['samples']}x{select['candidates']}" if select["samples"] else ""
+    prompts = ordered_prompts(params, rows)
+    select = params.select
+    if select.samples:
+        prompts, stats = mixed_prompts(params, rows, sft)
+    suffix = f"-select{select.samples}x{select.candidates}" if select.samples else ""
     out = ROOT / f"grpo-{digest(params.base, params.sft, params.grpo)}{suffix}"
     if not (out / "adapter" / "adapter_config.json").exists():
         in_child(train_grpo_adapter, params, prompts, sft, out)
@@ -285,7 +260,7 @@ def main() -> None:
         params = apply(params, {"base": {"model": args.model}})
     variants = [parse_variant(v) for v in args.variant]
     # every override checked before training
-    planned = [(name, apply(params, ov), ov, selection(ov)) for name, ov in variants]
+    planned = [(name, apply(params, ov), ov) for name, ov in variants]
 
     train = read_records(paths.TRAIN)
     val = read_records(paths.VAL)[: args.val_questions]
@@ -302,9 +277,9 @@ def main() -> None:
     # One variant at a time, evaluated as soon as it is trained, the results file rewritten after each: an
     # interrupted search keeps its finished variants, and a rerun resumes an unfinished GRPO from its checkpoints.
     rows = []
-    for name, p, ov, select in planned:
+    for name, p, ov in planned:
         sft, sft_seconds = sft_adapter(p, train)
-        grpo, run = grpo_adapter(p, train, sft, select)
+        grpo, run = grpo_adapter(p, train, sft)
         adapters = {"sft": sft, "grpo": grpo}
         in_child(evaluate_all, params, val, [(a, f"{name} {kind}", a.parent / tag) for kind, a in adapters.items()],
                  k, temperature)

@@ -52,7 +52,7 @@ from reasoning_rl.ops.tracking import (
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EVALUATE = ("evaluate@base", "evaluate@sft", "evaluate@grpo")  # dvc.yaml's foreach stage, one per model
 CHAMPION = "evaluate@champion"  # not a DVC stage: the registry's adapter
-STAGES = ("prepare", "sft", "grpo", *EVALUATE, CHAMPION, "report")
+STAGES = ("prepare", "sft", "select", "grpo", *EVALUATE, CHAMPION, "report")
 PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm redraws: one log record per redraw would flood the API
 
 
@@ -194,7 +194,7 @@ def pipeline(
         profile: params file (relative to the project) used instead of params.yaml, e.g. profiles/smoke.yaml.
         overrides: DVC `-S` style assignments applied on top, e.g. ["grpo.beta=0.04"].
         experiment: MLflow experiment name.
-        stages: subset of prepare, sft, grpo, evaluate@base, evaluate@sft, evaluate@grpo, evaluate@champion,
+        stages: subset of prepare, sft, select, grpo, evaluate@base, evaluate@sft, evaluate@grpo, evaluate@champion,
             report (in pipeline order; `evaluate` = the evaluate stages); default all. evaluate@champion runs
             only when evaluate.models names champion.
         force: re-run stages even when DVC finds them unchanged.

@@ -274,8 +274,9 @@ class GrpoConfig:
         save_steps (int, 10): checkpoint every N steps (train/checkpoints.py); a rerun after a crash resumes from
             the last one.
         reward_funcs (list[str], ["format", "correctness"]): names from reasoning_rl.task.rewards.REWARD_FUNCS.
-        num_prompts (int | None, None): train prompts to draw from; null = all.
-        prompt_seed (int, 43): order of the train prompts (SFT draws its subset with base.seed).
+        num_prompts (int | None, None): train prompts to draw from; null = all (the select stage applies it).
+        prompt_seed (int, 43): order of the train prompts (the select stage applies it; SFT draws its subset
+            with base.seed).
         max_prompt_length (int, 256): the Unsloth backend's max_seq_length is this + max_completion_length.
         training_attention (str | None, "grouped_eager"): CPU only: attention kernel of the policy's forward and
             backward ("grouped_eager", "eager" or "sdpa"; null = as loaded). grouped_eager's backward beat SDPA's
@@ -433,6 +434,39 @@ def _trl_version() -> str:
     return version("trl")
 
 
+@dataclass(frozen=True)
+class SelectConfig:
+    """GRPO's train prompts (the `select` stage, reasoning_rl/train/prompts.py).
+
+    A group whose rewards all tie has zero advantage and teaches nothing. The stage samples the SFT adapter on
+    candidate prompts and keeps those it solves sometimes: 1-shot RLVR's rule (arXiv 2504.20571), SimpleRL-Zoo's
+    advice to match the data's difficulty to the model (arXiv 2503.18892).
+
+    Off by default: on validation, GRPO on the selected prompts scored +0.8 points of sampled pass@1 over GRPO on
+    all prompts, under the 2.0 that the pre-registered rule asked for (docs/results.md).
+
+    Parameters:
+        samples (int, 0): SFT samples per candidate, at GRPO's temperature and completion length, scored by the
+            correctness reward's rule; prompts whose pass rate is strictly between 0 and 1 are kept, in GRPO's
+            order. 0 = off: every train prompt (grpo.num_prompts of them) in GRPO's order (grpo.prompt_seed).
+            4 is the validated setting.
+        candidates (int, 1200): the first N train prompts in GRPO's order are sampled (N x samples completions).
+        batch_size (int, 64): prompts per generate call with the transformers engine (vLLM schedules itself).
+    """
+
+    samples: int = 0
+    candidates: int = 1200
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.samples < 0 or self.samples == 1:
+            raise ValueError(
+                f"select.samples ({self.samples}) must be 0 (off) or >= 2: one sample's pass rate is 0 or 1, "
+                "so no prompt would be kept"
+            )
+        _positive("select", candidates=self.candidates, batch_size=self.batch_size)
+
+
 EVAL_MODELS = ("base", "sft", "grpo", "champion")
 
 
@@ -486,6 +520,7 @@ SECTIONS: dict[str, type] = {
     "base": BaseConfig,
     "prepare": PrepareConfig,
     "sft": SftConfig,
+    "select": SelectConfig,
     "grpo": GrpoConfig,
     "evaluate": EvaluateConfig,
 }
@@ -498,6 +533,7 @@ class Params:
     base: BaseConfig = field(default_factory=BaseConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     sft: SftConfig = field(default_factory=SftConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
     grpo: GrpoConfig = field(default_factory=GrpoConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 

@@ -18,6 +18,7 @@ TRAIN = DATA / "train.jsonl"
 VAL = DATA / "val.jsonl"
 TEST = DATA / "test.jsonl"
 DATA_STATS = DATA / "stats.json"
+GRPO_PROMPTS = Path("data/select/prompts.jsonl")  # the select stage's output: GRPO's train prompts, in order
 
 MODELS = Path("models")
 METRICS = Path("metrics")

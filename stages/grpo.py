@@ -1,12 +1,11 @@
 """GRPO: continue the SFT LoRA adapter with TRL's GRPOTrainer and the registered reward functions.
 
-Run: python -m stages.grpo   (reads params.yaml: base, grpo)
+Run: python -m stages.grpo   (reads params.yaml: base, grpo; its prompts are the select stage's)
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import shutil
 
 from reasoning_rl import paths
@@ -39,15 +38,13 @@ def main() -> None:
     base, cfg = params.base, params.grpo
     metrics: dict = {}
     # A rerun after a crash with the same params and data resumes from the last checkpoint and MLflow run.
-    inputs = [paths.TRAIN, paths.adapter_dir("sft")]
+    inputs = [paths.GRPO_PROMPTS, paths.adapter_dir("sft")]
     with stage_run(
         "grpo", {"base": base, "grpo": cfg}, paths.params_file(), inputs=inputs,
         resume_dir=paths.checkpoints_dir("grpo"),
     ):
-        ####  data: train prompts with their gold answers (the correctness reward reads `answer`)
-        rows = read_records(paths.TRAIN)
-        random.Random(cfg.prompt_seed).shuffle(rows)  # its own order (SFT draws its subset with base.seed)
-        rows = rows[: cfg.num_prompts] if cfg.num_prompts else rows
+        ####  data: the select stage's prompts, in order, with their gold answers (the correctness reward reads them)
+        rows = read_records(paths.GRPO_PROMPTS)
 
         ####  train from the SFT adapter
         out = paths.adapter_dir("grpo")

@@ -49,14 +49,6 @@ def test_keep_applies_the_preregistered_rule(strict, flexible, kept):
     assert keep({"sampled_strict": {"delta": strict}, "sampled_flexible": {"delta": flexible}}) is kept
 
 
-def test_select_pseudo_section_is_checked():
-    from benchmarks.ablate_recipe import selection
-
-    assert selection(parse_variant("mixed:select.samples=4")[1]) == {"samples": 4, "candidates": 1200}
-    with pytest.raises(SystemExit, match=r"select.samples \(1\) must be 0 \(off\) or >= 2"):
-        selection(parse_variant("x:select.samples=1")[1])
-
-
-def test_select_pseudo_section_leaves_params_alone():
-    params = apply(Params(), parse_variant("mixed:select.samples=4,grpo.beta=0.1")[1])
-    assert params.grpo.beta == 0.1
+def test_variant_can_turn_prompt_selection_off():
+    params = apply(Params(), parse_variant("baseline:select.samples=0")[1])
+    assert params.select.samples == 0 and params.grpo == Params().grpo

@@ -96,6 +96,8 @@ def test_params_files_validate(path):
         ("evaluate", {"temperature": 0.0}, r"evaluate.temperature \(0.0\)"),
         ("evaluate", {"top_p": 0.0}, r"evaluate.top_p \(0.0\) must be in \(0, 1\]"),
         ("prepare", {"val_size": 0}, r"prepare.val_size \(0\)"),
+        ("select", {"samples": 1}, r"select.samples \(1\) must be 0 \(off\) or >= 2"),
+        ("select", {"candidates": 0}, r"select.candidates \(0\) must be > 0"),
         ("base", {"dtype": "int8"}, r"base.dtype \('int8'\)"),
         ("grpo", {"vllm_importance_sampling_mode": "sequence"}, r"grpo.vllm_importance_sampling_mode \('sequence'\)"),
     ],

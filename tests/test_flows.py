@@ -27,7 +27,7 @@ TINY = [
     "evaluate.max_new_tokens=16",
 ]
 MODELS = "evaluate.models=[base,sft,grpo,{}]"  # base/sft/grpo are DVC stages; champion is evaluated beside them
-STAGES = ("prepare", "sft", "grpo", "evaluate@base", "evaluate@sft", "evaluate@grpo", "report")
+STAGES = ("prepare", "sft", "select", "grpo", "evaluate@base", "evaluate@sft", "evaluate@grpo", "report")
 
 
 def sha(path: Path) -> str:

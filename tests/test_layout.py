@@ -25,7 +25,7 @@ def tracked_text_files() -> list[Path]:
 
 
 def test_dvc_deps_cover_every_stage_import():
-    assert missing_deps() == {"prepare": [], "sft": [], "grpo": [], "evaluate": [], "report": []}
+    assert missing_deps() == {"prepare": [], "sft": [], "select": [], "grpo": [], "evaluate": [], "report": []}
 
 
 def test_stage_deps_follow_imports_transitively_and_lazily(tmp_path):

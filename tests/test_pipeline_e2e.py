@@ -15,6 +15,8 @@ from scratch_project import scratch_project
 
 pytestmark = pytest.mark.slow
 
+STAGES = {"prepare", "sft", "select", "grpo", "evaluate@base", "evaluate@sft", "evaluate@grpo", "report"}  # dvc.yaml
+
 
 def dvc_env(work: Path) -> dict[str, str]:
     env = {
@@ -42,7 +44,7 @@ def smoke_run(tmp_path_factory, gsm8k_dir):
 def test_pipeline_writes_lock_for_all_stages(smoke_run):
     work, _ = smoke_run
     lock = yaml.safe_load((work / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"prepare", "sft", "grpo", "evaluate@base", "evaluate@sft", "evaluate@grpo", "report"}
+    assert set(lock["stages"]) == STAGES
 
 
 @pytest.mark.parametrize("stage", ["sft", "grpo"])
@@ -136,7 +138,7 @@ def test_pipeline_mlflow_has_one_linked_run_per_stage(smoke_run):
     experiment = client.get_experiment_by_name("reasoning-rl")
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.role = 'stage'")
     by_stage = {r.data.tags["stage"]: r for r in runs}
-    assert set(by_stage) == {"prepare", "sft", "grpo", "evaluate@base", "evaluate@sft", "evaluate@grpo", "report"}
+    assert set(by_stage) == STAGES
     assert len({r.data.tags["pipeline_id"] for r in runs}) == 1
     assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
     assert all(r.data.metrics for r in runs)
@@ -181,7 +183,7 @@ def test_pipeline_repro_on_unchanged_tree_does_nothing(smoke_run):
     proc = subprocess.run(["dvc", "repro"], cwd=work, env=dvc_env(work), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Running stage" not in proc.stdout, proc.stdout[-2000:]
-    for stage in sorted({"prepare", "sft", "grpo", "evaluate@base", "evaluate@sft", "evaluate@grpo", "report"}):
+    for stage in sorted(STAGES):
         assert f"Stage '{stage}' didn't change, skipping" in proc.stdout
 
 

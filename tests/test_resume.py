@@ -59,6 +59,7 @@ def resumed(tmp_path_factory, gsm8k_dir):
         if stage == "grpo":  # both continue the same SFT adapter
             for work in (ref, killed):
                 shutil.copytree(out["sft"]["ref"] / "models/sft/adapter", work / "models/sft/adapter")
+                run_stage("select", work)  # GRPO reads its prompts from the select stage
         run_stage(stage, ref)
         before_kill = kill_after_checkpoint(stage, killed, step=2)
         rerun = run_stage(stage, killed)
