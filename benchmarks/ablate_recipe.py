@@ -88,32 +88,20 @@ def val_generator(params: Params, val: list[dict]):
                           [build_prompt(r["question"]) for r in val], max_new_tokens=params.evaluate.max_new_tokens)
 
 
-def evaluate(gen, adapter: Path | None, golds: list[str], desc: str, cache: Path, k: int,
-             temperature: float) -> dict:
-    """Validation scores of `adapter` (None = the base model), kept in `cache` for later invocations: greedy, and
-    for an adapter the sampled protocol (k samples at `temperature`; docs/evaluation.md)."""
-    from reasoning_rl.eval.paired import sampled_shares
-    from reasoning_rl.eval.scoring import score, summarize
+def evaluate(gen, adapter: Path | None, val: list[dict], params: Params, desc: str, cache: Path, k: int,
+             temperature: float) -> None:
+    """Validation scores of `adapter` (None = the base model), written to `cache` for later invocations: the test
+    protocol (reasoning_rl/eval/protocol.py) with k samples at `temperature`, plus the per-question verdicts and
+    shares that the paired comparisons need."""
+    from reasoning_rl.eval.protocol import evaluate_model
 
-    if cache.exists():
-        return json.loads(cache.read_text())
-    gen.load(adapter)
-    generations, seconds = gen.greedy(batch_size=64, desc=desc)
-    rows = score(generations, golds)
-    result = summarize(rows, seconds) | {"correct": [r["correct"] for r in rows],
-                                          "correct_flexible": [r["correct_flexible"] for r in rows]}
-    if adapter is not None and k:
-        per_question, seconds = gen.sampled(k, temperature, 64, f"{desc} x{k}")
-        shares = sampled_shares([[g.text for g in q] for q in per_question], golds)
-        tokens = sum(g.num_tokens for q in per_question for g in q)
-        result |= {"k": k, "temperature": temperature,
-                   "sampled_strict": shares["strict"], "sampled_flexible": shares["flexible"],
-                   "pass1_strict": sum(shares["strict"]) / len(golds),
-                   "pass1_flexible": sum(shares["flexible"]) / len(golds),
-                   "sampled_tokens_per_second": tokens / seconds if seconds else 0.0,
-                   "sampled_mean_tokens": tokens / (k * len(golds))}
+    cfg = dataclasses.replace(params.evaluate, samples_k=k, temperature=temperature, batch_size=64)
+    metrics, records = evaluate_model(gen, adapter, val, cfg, desc)
+    result = metrics | {key: [r[key] for r in records] for key in ("correct", "correct_flexible")}
+    if "pass1_strict" in metrics:
+        result |= {"k": k, "temperature": temperature, "sampled_strict": [r["sampled_strict"] for r in records],
+                   "sampled_flexible": [r["sampled_flexible"] for r in records]}
     write_json(cache, result)
-    return result
 
 
 def mean(values: list[float]) -> float | None:
@@ -300,7 +288,7 @@ def evaluate_all(params: Params, val: list[dict], jobs: list[tuple[Path | None, 
         return
     gen = val_generator(params, val)
     for adapter, desc, cache in todo:
-        evaluate(gen, adapter, [r["answer"] for r in val], desc, cache, k, temperature)
+        evaluate(gen, adapter, val, params, desc, cache, k, temperature)
     gen.close()
 
 

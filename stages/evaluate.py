@@ -18,9 +18,7 @@ from pathlib import Path
 from reasoning_rl import paths
 from reasoning_rl.config import EVAL_MODELS, load_params
 from reasoning_rl.eval.generation import ModelGenerator
-from reasoning_rl.eval.metrics import summarize_sampled, trace_diagnostics
-from reasoning_rl.eval.paired import sampled_shares
-from reasoning_rl.eval.scoring import score, summarize
+from reasoning_rl.eval.protocol import evaluate_model
 from reasoning_rl.files import write_json
 from reasoning_rl.model.engine import resolve_engine
 from reasoning_rl.ops.registry import DEFAULT_ALIAS, download_adapter
@@ -49,7 +47,6 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(paths.params_file())
     base, cfg = params.base, params.evaluate
     rows = read_records(paths.TEST)[: cfg.num_questions]
-    golds = [r["answer"] for r in rows]
     inputs = [paths.TEST] + ([paths.adapter_dir(name)] if name in ("sft", "grpo") else [])
     with stage_run(f"evaluate@{name}", {"base": base, "evaluate": cfg}, paths.params_file(), inputs=inputs), \
             tempfile.TemporaryDirectory() as scratch:
@@ -63,42 +60,12 @@ def main(argv: list[str] | None = None) -> None:
                 "eval_question_set": question_set(rows), **({"adapter_sha256": sha} if sha else {})}
         log.info("evaluating %s (base model %s) on %d questions, engine %s", name, base.model, len(rows),
                  generator.engine)
-        generator.load(adapter)
-
-        ####  greedy, scored with the reward's parser
-        gens, seconds = generator.greedy(cfg.batch_size, name)
-        verdicts = score(gens, golds)
-        metrics = summarize(verdicts, seconds) | trace_diagnostics([g.text for g in gens])
-
-        ####  adapters: k samples per question, R1's pass@1 (each question's share of right samples)
-        samples: list[list[str]] = [[] for _ in rows]
-        shares: dict[str, list[float]] = {}
-        if adapter is not None and cfg.samples_k:
-            per_question, seconds = generator.sampled(cfg.samples_k, cfg.temperature, cfg.batch_size,
-                                                      f"{name} x{cfg.samples_k}", top_p=cfg.top_p)
-            samples = [[g.text for g in q] for q in per_question]
-            shares = sampled_shares(samples, golds)
-            tokens = sum(g.num_tokens for q in per_question for g in q)
-            metrics |= summarize_sampled(samples, golds) | {
-                "pass1_strict": sum(shares["strict"]) / len(rows),
-                "pass1_flexible": sum(shares["flexible"]) / len(rows),
-                "sampled_mean_tokens": tokens / (len(rows) * cfg.samples_k),
-                "sampled_tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
-                "sampled_decode_seconds": seconds,
-            }
+        metrics, records = evaluate_model(generator, adapter, rows, cfg, name)
         generator.close()
 
         ####  write the metrics and the per-question results
         metrics["wall_seconds"] = round(time.perf_counter() - start, 1)  # engine start and scoring included
         write_json(paths.eval_metrics(name), metrics)
-        records = []
-        for i, (row, gen, verdict) in enumerate(zip(rows, gens, verdicts, strict=True)):
-            record = {"id": row["id"], "question": row["question"], "gold": row["answer"],
-                      "completion": gen.text, **verdict}
-            if shares:
-                record |= {"samples": samples[i], "sampled_strict": shares["strict"][i],
-                           "sampled_flexible": shares["flexible"][i]}
-            records.append(record)
         write_jsonl(paths.eval_samples(name), records)
         set_tags(tags)
         log_metrics({f"{name}/{k}": v for k, v in metrics.items()})

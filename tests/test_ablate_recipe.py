@@ -1,4 +1,7 @@
-"""The ablation script's variant syntax: `name:section.key=value,...`, checked like params.yaml."""
+"""The ablation script: its variant syntax (`name:section.key=value,...`, checked like params.yaml), its rule and
+its validation scores."""
+
+import json
 
 import pytest
 
@@ -52,3 +55,32 @@ def test_keep_applies_the_preregistered_rule(strict, flexible, kept):
 def test_variant_can_turn_prompt_selection_off():
     params = apply(Params(), parse_variant("baseline:select.samples=0")[1])
     assert params.select.samples == 0 and params.grpo == Params().grpo
+
+
+class FakeGenerator:
+    """Greedy: the gold answer, well-formed. Sampled: k copies of it, except a wrong last sample."""
+
+    def load(self, adapter):
+        self.adapter = adapter
+
+    def greedy(self, batch_size, desc):
+        from reasoning_rl.eval.generation import Generation
+
+        return [Generation(f"<think>ok</think><answer>{a}</answer>", 5, False) for a in self.golds], 1.0
+
+    def sampled(self, k, temperature, batch_size, desc, top_p=1.0):
+        from reasoning_rl.eval.generation import Generation
+
+        right = [[Generation(f"<think>ok</think><answer>{a}</answer>", 5, False)] * (k - 1) for a in self.golds]
+        return [q + [Generation("<think>ok</think><answer>0</answer>", 5, False)] for q in right], 1.0
+
+
+def test_validation_scores_keep_per_question_shares_for_the_paired_tests(tmp_path):
+    from benchmarks.ablate_recipe import evaluate
+
+    val = [{"id": f"q{i}", "question": "?", "answer": str(i + 1)} for i in range(3)]
+    gen = FakeGenerator()
+    gen.golds = [r["answer"] for r in val]
+    evaluate(gen, tmp_path / "adapter", val, Params(), "x", tmp_path / "scores.json", k=4, temperature=0.6)
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert (scores["correct"], scores["sampled_strict"], scores["pass1_strict"]) == ([True] * 3, [0.75] * 3, 0.75)
