@@ -72,6 +72,12 @@ def compare(sft: list[dict], other: list[dict]) -> dict:
     return out
 
 
+def require(*needed: Path) -> None:
+    for path in needed:
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: run `dvc repro` first")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, required=True, help="GRPO's seed (the pipeline's is base.seed)")
@@ -80,14 +86,13 @@ def main() -> None:
     params = load_params(paths.params_file())
     if args.seed == params.base.seed:
         raise SystemExit(f"--seed {args.seed} is the pipeline's own base.seed: pick another")
-    for need in (paths.adapter_dir("sft"), paths.GRPO_PROMPTS, paths.eval_samples("sft"), paths.PAIRED_METRICS):
-        if not need.exists():
-            raise SystemExit(f"{need} is missing: run `dvc repro` first")
     out = Path(f"runs/grpo_seed{args.seed}")
     if not (out / "adapter" / "adapter_config.json").exists():
+        require(paths.adapter_dir("sft"), paths.GRPO_PROMPTS)  # the pipeline's SFT adapter and GRPO prompts
         in_child(train, params, args.seed, out)
     if not (out / "eval.json").exists():
         in_child(evaluate, params, out / "adapter", out)
+    require(paths.eval_samples("sft"), paths.PAIRED_METRICS)  # the pipeline's own SFT -> GRPO comparison
     pipeline = json.loads(paths.PAIRED_METRICS.read_text())["sft_vs_grpo"]
     result = {
         "command": f"python -m benchmarks.grpo_seed --seed {args.seed}",
