@@ -14,3 +14,32 @@ def test_compare_matches_the_report_stages_pair():
     out = compare(sft, grpo)
     assert out["strict"] == {"p": 1.0, "delta": 1 / 6, "only_a": 0, "only_b": 1}
     assert (out["sampled"]["strict"]["delta"], out["sampled"]["strict"]["k"]) == (0.25, 4)
+
+
+def run_main(monkeypatch, tmp_path, *argv: str) -> str:
+    import shutil
+    import sys
+
+    import pytest
+
+    from benchmarks import grpo_seed
+
+    shutil.copy("params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["grpo_seed", *argv])
+    with pytest.raises(SystemExit) as exc:
+        grpo_seed.main()
+    return str(exc.value)
+
+
+def test_training_names_the_missing_sft_adapter(monkeypatch, tmp_path):
+    assert run_main(monkeypatch, tmp_path, "--seed", "7") == "models/sft/adapter is missing: run `dvc repro` first"
+
+
+def test_a_trained_seed_needs_only_the_pipelines_evaluation(monkeypatch, tmp_path):
+    out = tmp_path / "runs" / "grpo_seed7"
+    (out / "adapter").mkdir(parents=True)
+    (out / "adapter" / "adapter_config.json").write_text("{}")
+    (out / "eval.json").write_text("{}")
+    message = run_main(monkeypatch, tmp_path, "--seed", "7")
+    assert message == "reports/eval_sft.jsonl is missing: run `dvc repro` first"
