@@ -72,6 +72,20 @@ def compare(sft: list[dict], other: list[dict]) -> dict:
     return out
 
 
+def training_windows(history: list[dict], size: int = 20) -> list[dict]:
+    """Means over each `size` steps of GRPO's log: correctness reward, tied groups, completion tokens (the table
+    docs/results.md shows for the pipeline's own GRPO)."""
+    keys = {"correctness": "rewards/correctness/mean", "tied": "frac_reward_zero_std",
+            "tokens": "completions/mean_length"}
+    rows = [h for h in history if "frac_reward_zero_std" in h]
+    out = []
+    for start in range(0, len(rows), size):
+        window = rows[start:start + size]
+        out.append({"steps": f"{window[0]['step']}-{window[-1]['step']}"}
+                   | {name: round(sum(h[key] for h in window) / len(window), 3) for name, key in keys.items()})
+    return out
+
+
 def require(*needed: Path) -> None:
     for path in needed:
         if not path.exists():
@@ -94,11 +108,13 @@ def main() -> None:
         in_child(evaluate, params, out / "adapter", out)
     require(paths.eval_samples("sft"), paths.PAIRED_METRICS)  # the pipeline's own SFT -> GRPO comparison
     pipeline = json.loads(paths.PAIRED_METRICS.read_text())["sft_vs_grpo"]
+    trained = json.loads((out / "train.json").read_text())
     result = {
         "command": f"python -m benchmarks.grpo_seed --seed {args.seed}",
         "seeds": {str(params.base.seed): pipeline,
                   str(args.seed): compare(read_records(paths.eval_samples("sft")), read_records(out / "eval.jsonl"))},
-        "grpo_seconds_per_step": json.loads((out / "train.json").read_text())["seconds_per_step"],
+        "grpo_seconds_per_step": trained["seconds_per_step"],
+        "grpo_training": training_windows(trained["history"]),
         "metrics": json.loads((out / "eval.json").read_text()),
     }
     write_json(Path(args.out), result)

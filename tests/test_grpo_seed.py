@@ -16,6 +16,15 @@ def test_compare_matches_the_report_stages_pair():
     assert (out["sampled"]["strict"]["delta"], out["sampled"]["strict"]["k"]) == (0.25, 4)
 
 
+def test_training_windows_average_each_20_steps():
+    from benchmarks.grpo_seed import training_windows
+
+    history = [{"step": i, "rewards/correctness/mean": 0.1 if i <= 20 else 0.3, "frac_reward_zero_std": 0.5,
+                "completions/mean_length": 90.0} for i in range(1, 41)] + [{"step": 40, "train_loss": 0.1}]
+    rows = training_windows(history)
+    assert [(r["steps"], r["correctness"]) for r in rows] == [("1-20", 0.1), ("21-40", 0.3)]
+
+
 def run_main(monkeypatch, tmp_path, *argv: str) -> str:
     import shutil
     import sys
